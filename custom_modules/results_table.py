@@ -1,0 +1,80 @@
+"""The grid's results table: one CSV row per finished run, rewritten atomically."""
+
+import csv
+import os
+from pathlib import Path
+
+FIELDS = [
+    "run_id",
+    "emb_dim",
+    "num_heads",
+    "n_layers",
+    "mlp_ratio",
+    "params",
+    "epochs_run",
+    "best_epoch",
+    "train_seconds",
+    "train_images_per_s",
+    "val_loss",
+    "val_accuracy",
+    "val_precision",
+    "val_recall",
+    "val_f1",
+    "test_loss",
+    "test_accuracy",
+    "test_precision",
+    "test_recall",
+    "test_f1",
+    "bench_threads",
+    "torch_p50_us",
+    "torch_p90_us",
+    "torch_images_per_s",
+    "onnx_p50_us",
+    "onnx_p90_us",
+    "onnx_images_per_s",
+    "onnx_size_bytes",
+    "onnx_file",
+    "wandb_run",
+]
+
+
+class ResultsTableError(RuntimeError):
+    """The results table cannot be read or written."""
+
+
+def read_results(path: str | Path) -> list[dict[str, str]]:
+    """All rows of the table (an empty list when it does not exist yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ResultsTableError(f"{path}: cannot read the results table ({err})") from None
+    if "run_id" not in header or any(None in row or not row.get("run_id") for row in rows):
+        raise ResultsTableError(
+            f"{path}: the results table is corrupt (bad header or ragged rows); "
+            "fix or move it away, then rerun"
+        )
+    return rows
+
+
+def append_result(path: str | Path, row: dict) -> None:
+    """Add one row: the whole table is written to a temporary file and renamed over the old one."""
+    path = Path(path)
+    rows = read_results(path) + [{key: row.get(key, "") for key in FIELDS}]
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    try:
+        with tmp_path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        raise ResultsTableError(f"{path}: cannot write the results table ({err})") from None

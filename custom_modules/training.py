@@ -1,0 +1,245 @@
+"""Training and evaluation of the ViT on in-memory MNIST tensors (uses torch)."""
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from torch import nn
+from tqdm.auto import tqdm
+
+from custom_modules.mnist_data import Mnist
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {name} asked for, but PyTorch sees no CUDA device")
+    return torch.device(name)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """Pixels in [0, 1] -> the normalised input the model (and the ONNX export) expects."""
+    return (images - MNIST_MEAN) / MNIST_STD
+
+
+@dataclass
+class DataSplits:
+    """Train / validation / test tensors: images `(N, 1, 28, 28)` float in [0, 1], labels int64."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val_images: torch.Tensor
+    val_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    def to(self, device: torch.device) -> "DataSplits":
+        return DataSplits(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def _images(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array).float().div_(255).unsqueeze(1)  # (N, 1, 28, 28)
+
+
+def _labels(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def split_mnist(
+    mnist: Mnist, val_size: int = 5000, seed: int = 0, train_subset: int | None = None
+) -> DataSplits:
+    """Hold out a seeded validation split of the training images; optionally subsample the rest."""
+    n_train = len(mnist.train_labels)
+    if not 0 < val_size < n_train:
+        raise ValueError(f"val_size {val_size} must be between 1 and {n_train - 1}")
+    order = np.random.default_rng(seed).permutation(n_train)
+    val_idx, train_idx = order[:val_size], order[val_size:]
+    if train_subset is not None:
+        train_idx = train_idx[:train_subset]
+    return DataSplits(
+        train_images=_images(mnist.train_images[train_idx]),
+        train_labels=_labels(mnist.train_labels[train_idx]),
+        val_images=_images(mnist.train_images[val_idx]),
+        val_labels=_labels(mnist.train_labels[val_idx]),
+        test_images=_images(mnist.test_images),
+        test_labels=_labels(mnist.test_labels),
+    )
+
+
+def random_affine(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    max_degrees: float = 12.0,
+    max_shift: float = 0.1,
+    scale_range: tuple[float, float] = (0.85, 1.15),
+) -> torch.Tensor:
+    """Rotate, shift (fraction of the side) and scale a whole batch at once, as drawings vary."""
+    B, device = images.shape[0], images.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(B, generator=generator, device=device)
+
+    angle = uniform(-max_degrees, max_degrees) * (math.pi / 180)
+    scale = uniform(*scale_range)
+    shift_x, shift_y = uniform(-max_shift, max_shift) * 2, uniform(-max_shift, max_shift) * 2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    # theta maps output coordinates to input coordinates, hence the inverse scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings shared by every run of the grid."""
+
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    patience: int = 3
+    augment: bool = True
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What training leaves behind beside the (best) weights loaded into the model."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    epochs_run: int = 0
+    train_seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits for images in [0, 1], in eval mode and fp32."""
+    model.eval()
+    return torch.cat(
+        [model(normalize(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    )
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Loss, accuracy and macro precision / recall / F1 (scikit-learn) on one split."""
+    logits = predict_logits(model, images)
+    loss = F.cross_entropy(logits, labels).item()
+    y_true, y_pred = labels.cpu().numpy(), logits.argmax(dim=1).cpu().numpy()
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="macro", zero_division=0
+    )
+    return {
+        "loss": loss,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+    }
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only; biases, norms, CLS token and positions are left alone."""
+    decay = [p for p in model.parameters() if p.ndim >= 2 and p.shape[0] > 1]
+    decay_ids = {id(p) for p in decay}
+    no_decay = [p for p in model.parameters() if id(p) not in decay_ids]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Learning-rate factor: linear warm-up, then cosine decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def train_model(
+    model: nn.Module,
+    data: DataSplits,
+    config: TrainConfig,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """AdamW + warm-up/cosine; early-stop on validation loss and restore the best weights."""
+    device = data.train_images.device
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    n_train = len(data.train_labels)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    # at most a tenth of the schedule, so that short runs still reach the cosine decay
+    warmup_steps = max(1, min(round(config.warmup_epochs * steps_per_epoch), total_steps // 10))
+
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(warmup_steps, total_steps)
+    )
+
+    result = TrainResult()
+    best_loss, best_state, bad_epochs = math.inf, None, 0
+    train_seconds = 0.0
+    for epoch in tqdm(range(1, config.epochs + 1), desc="epochs", leave=False):
+        model.train()
+        order = torch.randperm(n_train, generator=generator, device=device)
+        running_loss, started = torch.zeros((), device=device), time.perf_counter()
+        for step in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False):
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            images, labels = data.train_images[batch], data.train_labels[batch]
+            if config.augment:
+                images = random_affine(images, generator)
+            logits = model(normalize(images))
+            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            running_loss += loss.detach()
+        train_seconds += time.perf_counter() - started
+
+        val = evaluate(model, data.val_images, data.val_labels)
+        record = {
+            "epoch": epoch,
+            "train_loss": running_loss.item() / steps_per_epoch,
+            "lr": scheduler.get_last_lr()[0],
+            **{f"val_{k}": v for k, v in val.items()},
+        }
+        result.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+        if val["loss"] < best_loss:
+            best_loss, bad_epochs, result.best_epoch = val["loss"], 0, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad_epochs += 1
+            if bad_epochs >= config.patience:
+                break
+
+    model.load_state_dict(best_state)
+    result.epochs_run = len(result.history)
+    result.train_seconds = train_seconds
+    result.images_per_second = result.epochs_run * n_train / max(train_seconds, 1e-9)
+    return result

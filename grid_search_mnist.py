@@ -1,0 +1,297 @@
+"""Grid search of from-scratch ViTs on MNIST: train, evaluate, export to ONNX, benchmark, record.
+
+Each configuration of `param_grid.json` (a scikit-learn `ParameterGrid`) is trained with early
+stopping on a validation split, evaluated on the test set, exported to ONNX with its attention
+maps, benchmarked (PyTorch eager vs ONNX Runtime) and written as one row of
+`<output-dir>/results.csv`. Runs already in that table are skipped, so an interrupted search
+resumes where it stopped.
+
+    python grid_search_mnist.py --data-dir ../shared/data/mnist                 # the full grid
+    python grid_search_mnist.py --train-subset 2000 --epochs 1 --grid my.json   # a quick look
+"""
+
+import argparse
+import json
+import netrc
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from sklearn.model_selection import ParameterGrid
+
+from custom_modules.latency import benchmark_latency
+from custom_modules.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
+from custom_modules.onnx_export import export_onnx
+from custom_modules.results_table import ResultsTableError, append_result, read_results
+from custom_modules.training import (
+    DataSplits,
+    TrainConfig,
+    evaluate,
+    select_device,
+    split_mnist,
+    train_model,
+)
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
+
+GRID_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
+
+
+class GridError(ValueError):
+    """The grid file is missing, not JSON, or describes an impossible model."""
+
+
+def load_grid(path: str | Path) -> list[dict[str, int]]:
+    """Read and validate a grid file; return every configuration, in `ParameterGrid` order."""
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GridError(f"{path}: grid file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise GridError(f"{path}: cannot read the grid file ({err})") from None
+    except json.JSONDecodeError as err:
+        raise GridError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(spec, dict) or not spec:
+        raise GridError(f"{path}: expected a JSON object mapping parameter names to lists")
+    unknown = sorted(set(spec) - set(GRID_KEYS))
+    if unknown:
+        raise GridError(f"{path}: unknown key(s) {unknown}; allowed: {list(GRID_KEYS)}")
+    missing = [key for key in GRID_KEYS if key not in spec]
+    if missing:
+        raise GridError(f"{path}: missing key(s) {missing}")
+    for key, values in spec.items():
+        if not isinstance(values, list) or not values:
+            raise GridError(f"{path}: '{key}' must be a non-empty list of positive integers")
+        for value in values:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise GridError(f"{path}: '{key}' has {value!r}; expected positive integers")
+    configs = list(ParameterGrid(spec))
+    for config in configs:
+        if config["emb_dim"] % config["num_heads"] != 0:
+            raise GridError(
+                f"{path}: emb_dim {config['emb_dim']} is not divisible by "
+                f"num_heads {config['num_heads']}"
+            )
+    return configs
+
+
+def run_id(config: dict[str, int]) -> str:
+    """A stable name for a configuration, e.g. `vit-e64-h4-l2-m2`."""
+    return "vit-e{emb_dim}-h{num_heads}-l{n_layers}-m{mlp_ratio}".format(**config)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="folder with the four MNIST IDX files (downloaded there if missing)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("runs/grid"),
+        help="results.csv, onnx/ and wandb/ go here",
+    )
+    parser.add_argument("--grid", type=Path, default=Path("param_grid.json"))
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=3,
+        help="epochs without a better validation loss before stopping",
+    )
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--train-subset", type=int, default=None, help="train on this many images only (quick runs)"
+    )
+    parser.add_argument(
+        "--val-size",
+        type=int,
+        default=5000,
+        help="images held out of the 60k training set for validation",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--wandb",
+        choices=["online", "offline", "disabled"],
+        default="online",
+        help="online falls back to offline when you are not logged in",
+    )
+    parser.add_argument("--wandb-project", default="vit-digits")
+    parser.add_argument("--bench-threads", type=int, default=1)
+    parser.add_argument(
+        "--bench-calls",
+        type=int,
+        default=500,
+        help="timed batch-1 calls per runtime in the latency benchmark",
+    )
+    return parser.parse_args(argv)
+
+
+def wandb_mode(requested: str) -> str:
+    """`online` only when there is a W&B login; never prompt, never block on the network."""
+    if requested != "online":
+        return requested
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    print("W&B: no login found, logging offline (see README: `wandb sync`)", file=sys.stderr)
+    return "offline"
+
+
+@dataclass
+class WandbLogger:
+    """One W&B run per configuration; a no-op when W&B is disabled."""
+
+    run: object | None
+
+    @classmethod
+    def start(cls, mode: str, project: str, name: str, config: dict, root: Path) -> "WandbLogger":
+        if mode == "disabled":
+            return cls(None)
+        import wandb
+
+        root.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(
+            project=project,
+            name=name,
+            config=config,
+            mode=mode,
+            dir=root,
+            reinit="finish_previous",
+            settings=wandb.Settings(silent=True, console="off"),
+        )
+        return cls(run)
+
+    def log(self, metrics: dict) -> None:
+        if self.run is not None:
+            self.run.log(metrics, step=metrics.get("epoch"))
+
+    def finish(self, summary: dict, onnx_path: Path | None, exit_code: int = 0) -> None:
+        if self.run is None:
+            return
+        import wandb
+
+        self.run.summary.update(summary)
+        if onnx_path is not None:
+            artifact = wandb.Artifact(self.run.name, type="model")
+            artifact.add_file(str(onnx_path))
+            self.run.log_artifact(artifact)
+        self.run.finish(exit_code=exit_code)
+
+    @property
+    def run_path(self) -> str:
+        return "" if self.run is None else f"{self.run.project}/{self.run.id}"
+
+
+def run_config(
+    config: dict[str, int], args: argparse.Namespace, data: DataSplits, device: torch.device
+) -> dict:
+    """Train, evaluate, export and benchmark one configuration; return its results row."""
+    name = run_id(config)
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+    )
+    torch.manual_seed(args.seed)
+    model = VisionTransformer(ViTConfig(**config)).to(device)
+    logger = WandbLogger.start(
+        wandb_mode(args.wandb),
+        args.wandb_project,
+        name,
+        {**model.config.to_dict(), **vars(train_config), "params": model.num_parameters()},
+        args.output_dir,
+    )
+    try:
+        result = train_model(model, data, train_config, on_epoch=logger.log)
+        val = evaluate(model, data.val_images, data.val_labels)
+        test = evaluate(model, data.test_images, data.test_labels)
+        model = model.to("cpu").eval()
+        onnx_path = export_onnx(model, args.output_dir / "onnx" / f"{name}.onnx")
+        latency = benchmark_latency(model, onnx_path, args.bench_threads, args.bench_calls)
+    except BaseException:
+        logger.finish({}, None, exit_code=1)
+        raise
+    row = {
+        "run_id": name,
+        **config,
+        "params": model.num_parameters(),
+        "epochs_run": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "train_seconds": round(result.train_seconds, 1),
+        "train_images_per_s": round(result.images_per_second, 1),
+        **{f"val_{k}": round(v, 5) for k, v in val.items()},
+        **{f"test_{k}": round(v, 5) for k, v in test.items()},
+        **{k: round(v, 1) for k, v in latency.items()},
+        "onnx_size_bytes": onnx_path.stat().st_size,
+        "onnx_file": str(onnx_path.relative_to(args.output_dir)),
+        "wandb_run": logger.run_path,
+    }
+    logger.finish({k: v for k, v in row.items() if k != "run_id"}, onnx_path)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results_path = args.output_dir / "results.csv"
+    try:
+        configs = load_grid(args.grid)
+        done = {row["run_id"] for row in read_results(results_path)}
+    except (GridError, ResultsTableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    todo = [config for config in configs if run_id(config) not in done]
+    print(
+        f"{len(configs)} configurations in {args.grid}: {len(configs) - len(todo)} done, "
+        f"{len(todo)} to run; results in {results_path}"
+    )
+    if not todo:
+        return 0
+
+    try:
+        mnist = load_mnist(args.data_dir)
+    except MnistDataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    device = select_device(args.device)
+    data = split_mnist(mnist, args.val_size, args.seed, args.train_subset).to(device)
+    print(
+        f"device {device}; {len(data.train_labels)} train / {len(data.val_labels)} val / "
+        f"{len(data.test_labels)} test images"
+    )
+
+    for i, config in enumerate(todo, start=1):
+        started = time.perf_counter()
+        row = run_config(config, args, data, device)
+        try:
+            append_result(results_path, row)
+        except ResultsTableError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(
+            f"[{i}/{len(todo)}] {row['run_id']}: val acc {row['val_accuracy']:.4f}, "
+            f"test acc {row['test_accuracy']:.4f}, ONNX p50 {row['onnx_p50_us']:.0f} µs "
+            f"(PyTorch {row['torch_p50_us']:.0f} µs), {time.perf_counter() - started:.0f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
