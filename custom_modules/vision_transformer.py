@@ -66,11 +66,11 @@ class VisionTransformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        _trunc_normal(self.pos_embed)
+        _trunc_normal(self.cls_token)
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
+                _trunc_normal(module.weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.LayerNorm):
@@ -108,6 +108,11 @@ class VisionTransformer(nn.Module):
         grid = self.config.grid_size
         cls_attentions = [MultiHeadSelfAttention.cls_attention(a, grid) for a in attentions]
         return self._classify(x), cls_attentions, attention_rollout(attentions, grid)
+
+
+def _trunc_normal(tensor: torch.Tensor, std: float = 0.02) -> None:
+    # cut at two standard deviations (trunc_normal_'s defaults cut at +-2 absolute, i.e. 100 std)
+    nn.init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
 
 
 def attention_rollout(attentions: list[torch.Tensor], grid_size: int) -> torch.Tensor:
