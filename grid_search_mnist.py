@@ -29,7 +29,9 @@ from custom_modules.results_table import ResultsTableError, append_result, read_
 from custom_modules.training import (
     DataSplits,
     TrainConfig,
+    TrainingPath,
     evaluate,
+    save_checkpoint,
     select_device,
     split_mnist,
     train_model,
@@ -119,6 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="images held out of the 60k training set for validation",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="train in fp32 with the written-out attention instead of the fast path",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--wandb",
@@ -202,20 +209,27 @@ def run_config(
 ) -> dict:
     """Train, evaluate, export and benchmark one configuration; return its results row."""
     name = run_id(config)
+    path = TrainingPath.baseline() if args.baseline else TrainingPath.fast(device)
     train_config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         patience=args.patience,
+        bf16=path.bf16,
         seed=args.seed,
     )
     torch.manual_seed(args.seed)
-    model = VisionTransformer(ViTConfig(**config)).to(device)
+    model = VisionTransformer(ViTConfig(**config), path.fused_attention).to(device)
     logger = WandbLogger.start(
         wandb_mode(args.wandb),
         args.wandb_project,
         name,
-        {**model.config.to_dict(), **vars(train_config), "params": model.num_parameters()},
+        {
+            **model.config.to_dict(),
+            **vars(train_config),
+            "fused_attention": path.fused_attention,
+            "params": model.num_parameters(),
+        },
         args.output_dir,
     )
     try:
@@ -223,6 +237,7 @@ def run_config(
         val = evaluate(model, data.val_images, data.val_labels)
         test = evaluate(model, data.test_images, data.test_labels)
         model = model.to("cpu").eval()
+        checkpoint_path = save_checkpoint(model, args.output_dir / "checkpoints" / f"{name}.pt")
         onnx_path = export_onnx(model, args.output_dir / "onnx" / f"{name}.onnx")
         latency = benchmark_latency(model, onnx_path, args.bench_threads, args.bench_calls)
     except BaseException:
@@ -241,6 +256,7 @@ def run_config(
         **{k: round(v, 1) for k, v in latency.items()},
         "onnx_size_bytes": onnx_path.stat().st_size,
         "onnx_file": str(onnx_path.relative_to(args.output_dir)),
+        "checkpoint_file": str(checkpoint_path.relative_to(args.output_dir)),
         "wandb_run": logger.run_path,
     }
     logger.finish({k: v for k, v in row.items() if k != "run_id"}, onnx_path)

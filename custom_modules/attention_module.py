@@ -27,26 +27,20 @@ class MultiHeadSelfAttention(nn.Module):
         self.head_dim = emb_dim // num_heads
         self.scale = self.head_dim**-0.5
         self.fused = fused
-        self.q_proj = nn.Linear(emb_dim, emb_dim)
-        self.k_proj = nn.Linear(emb_dim, emb_dim)
-        self.v_proj = nn.Linear(emb_dim, emb_dim)
+        # q, k and v projections as one matrix: one matmul instead of three
+        self.qkv_proj = nn.Linear(emb_dim, 3 * emb_dim)
         self.out_proj = nn.Linear(emb_dim, emb_dim)
         self.attn_dropout = attn_dropout
         self.attn_drop = nn.Dropout(attn_dropout)
         self.proj_drop = nn.Dropout(proj_dropout)
-
-    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        B, N, _ = x.shape
-        return x.view(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, N, hd)
 
     def forward(
         self, x: torch.Tensor, return_attention: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attended tokens `(B, N, D)` and, if asked, the softmaxed weights `(B, heads, N, N)`."""
         B, N, D = x.shape
-        q = self._split_heads(self.q_proj(x))
-        k = self._split_heads(self.k_proj(x))
-        v = self._split_heads(self.v_proj(x))
+        qkv = self.qkv_proj(x).view(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, hd)
 
         attention = None
         if self.fused and not return_attention:

@@ -34,6 +34,7 @@ FIELDS = [
     "onnx_images_per_s",
     "onnx_size_bytes",
     "onnx_file",
+    "checkpoint_file",
     "wandb_run",
 ]
 

@@ -2,9 +2,11 @@
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from custom_modules.mnist_data import Mnist
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -26,6 +29,39 @@ def select_device(name: str = "auto") -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"--device {name} asked for, but PyTorch sees no CUDA device")
     return torch.device(name)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX); Linux only."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class TrainingPath:
+    """How training does its arithmetic: bf16 autocast or fp32, fused or explicit attention."""
+
+    bf16: bool
+    fused_attention: bool
+
+    @classmethod
+    def baseline(cls) -> "TrainingPath":
+        return cls(bf16=False, fused_attention=False)
+
+    @classmethod
+    def fast(cls, device: torch.device) -> "TrainingPath":
+        """The fastest path measured by benchmarks/training.py on each kind of device.
+
+        On the CPU the written-out attention beat the fused kernel, in fp32 and under bf16;
+        on CUDA the fused kernel is the fast one.
+        """
+        if device.type == "cuda":
+            return cls(bf16=torch.cuda.is_bf16_supported(), fused_attention=True)
+        return cls(bf16=cpu_has_bf16(), fused_attention=False)
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -114,6 +150,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     patience: int = 3
     augment: bool = True
+    bf16: bool = False
     seed: int = 0
 
 
@@ -209,8 +246,9 @@ def train_model(
             images, labels = data.train_images[batch], data.train_labels[batch]
             if config.augment:
                 images = random_affine(images, generator)
-            logits = model(normalize(images))
-            loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                logits = model(normalize(images))
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -243,3 +281,25 @@ def train_model(
     result.train_seconds = train_seconds
     result.images_per_second = result.epochs_run * n_train / max(train_seconds, 1e-9)
     return result
+
+
+def save_checkpoint(model: VisionTransformer, path: str | Path) -> Path:
+    """Config and weights in one file, written under a temporary name and then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    try:
+        torch.save({"config": model.config.to_dict(), "state_dict": state}, tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path, fused_attention: bool = True) -> VisionTransformer:
+    """The model saved by `save_checkpoint`, in eval mode on the CPU."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model = VisionTransformer(ViTConfig(**checkpoint["config"]), fused_attention)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()

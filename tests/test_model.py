@@ -54,8 +54,8 @@ def test_cls_attention_is_row_zero_of_the_softmax() -> None:
     x = torch.randn(2, 50, 32)
     _, attention = attn(x, return_attention=True)
     # the softmax recomputed by hand from the module's own projections
-    q = attn.q_proj(x).view(2, 50, 4, 8).transpose(1, 2)
-    k = attn.k_proj(x).view(2, 50, 4, 8).transpose(1, 2)
+    q, k, _ = attn.qkv_proj(x).split(32, dim=-1)
+    q, k = (t.view(2, 50, 4, 8).transpose(1, 2) for t in (q, k))
     full = torch.softmax(q @ k.transpose(-2, -1) / 8**0.5, dim=-1)  # (B, heads, N, N)
     torch.testing.assert_close(attention, full)
 

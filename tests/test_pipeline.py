@@ -18,6 +18,7 @@ from custom_modules.results_table import ResultsTableError, append_result, read_
 from custom_modules.training import (
     TrainConfig,
     evaluate,
+    load_checkpoint,
     random_affine,
     select_device,
     split_mnist,
@@ -307,6 +308,14 @@ def test_tiny_grid_runs_end_to_end_then_resumes(tmp_path: Path, monkeypatch, cap
         assert 0 <= float(row["test_accuracy"]) <= 1 and int(row["params"]) > 0
         assert float(row["onnx_p50_us"]) > 0 and float(row["torch_p50_us"]) > 0
         assert row["wandb_run"].startswith("vit-digits/")
+        model = load_checkpoint(output_dir / row["checkpoint_file"])  # the weights exported
+        assert model.num_parameters() == int(row["params"])
+        images = np.random.default_rng(0).standard_normal((2, 1, 28, 28), dtype=np.float32)
+        with torch.no_grad():
+            expected = model(torch.from_numpy(images)).numpy()
+        np.testing.assert_allclose(
+            session.run(["logits"], {"input": images})[0], expected, atol=1e-4
+        )
     assert sorted(p.name for p in (output_dir / "onnx").iterdir()) == [
         "vit-e16-h2-l1-m2.onnx",
         "vit-e16-h2-l2-m2.onnx",
