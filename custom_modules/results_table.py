@@ -1,6 +1,7 @@
 """The grid's results table: one CSV row per finished run, rewritten atomically."""
 
 import csv
+import fcntl
 import os
 from pathlib import Path
 
@@ -64,8 +65,18 @@ def read_results(path: str | Path) -> list[dict[str, str]]:
 
 
 def append_result(path: str | Path, row: dict) -> None:
-    """Add one row: the whole table is written to a temporary file and renamed over the old one."""
+    """Add one row: the whole table is written to a temporary file and renamed over the old one.
+
+    A lock file serialises writers, so several grid processes may share one output folder.
+    """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(f".{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _rewrite_with(path, row)
+
+
+def _rewrite_with(path: Path, row: dict) -> None:
     rows = read_results(path) + [{key: row.get(key, "") for key in FIELDS}]
     tmp_path = path.with_name(f".{path.name}.tmp")
     try:

@@ -237,11 +237,11 @@ def train_model(
     result = TrainResult()
     best_loss, best_state, bad_epochs = math.inf, None, 0
     train_seconds = 0.0
-    for epoch in tqdm(range(1, config.epochs + 1), desc="epochs", leave=False):
+    for epoch in tqdm(range(1, config.epochs + 1), desc="epochs", leave=False, disable=None):
         model.train()
         order = torch.randperm(n_train, generator=generator, device=device)
         running_loss, started = torch.zeros((), device=device), time.perf_counter()
-        for step in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False):
+        for step in tqdm(range(steps_per_epoch), desc=f"epoch {epoch}", leave=False, disable=None):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             images, labels = data.train_images[batch], data.train_labels[batch]
             if config.augment:
