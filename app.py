@@ -1,6 +1,337 @@
-"""ViT Digits Streamlit app (placeholder until the app issue lands)."""
+"""ViT Digits: draw a digit, see what a from-scratch Vision Transformer predicts and where it looks.
 
+    streamlit run app.py    # models from ./models; set VIT_DIGITS_MODELS_DIR to use another folder
+
+Serving is torch-free: ONNX Runtime, numpy and Pillow only (custom_modules.inference).
+"""
+
+import io
+import os
+import time
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
 import streamlit as st
+from PIL import Image, ImageOps, UnidentifiedImageError
+from streamlit_drawable_canvas import st_canvas
 
-st.title("ViT Digits")
-st.info("The drawing app is not built yet: see README.md for the training pipeline.")
+from custom_modules.inference import (
+    Manifest,
+    ModelFileError,
+    ModelInfo,
+    OnnxViT,
+    Prediction,
+    attention_overlay,
+    preprocess_image,
+    read_manifest,
+    to_pixels,
+    upscale_nearest,
+)
+from custom_modules.results_table import FIELDS
+
+CANVAS_SIZE = 280
+INPUT_DISPLAY_SIZE = 224
+ATTENTION_DISPLAY_SIZE = 112
+ROLLOUT_DISPLAY_SIZE = 168
+MAX_UPLOAD_SIDE = 1024  # larger photos are shrunk first: a digit needs no more pixels
+DRAW, UPLOAD = "Draw", "Upload an image"
+
+
+def models_dir() -> Path:
+    """`models/` beside this file, unless VIT_DIGITS_MODELS_DIR points elsewhere."""
+    return Path(os.environ.get("VIT_DIGITS_MODELS_DIR") or Path(__file__).parent / "models")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the model…")
+def _load_model(path: str, mtime_ns: int) -> OnnxViT:
+    return OnnxViT(path)
+
+
+def load_model(info: ModelInfo) -> OnnxViT:
+    """One ONNX Runtime session per file version, shared by every browser tab."""
+    try:
+        mtime_ns = info.path.stat().st_mtime_ns
+    except OSError:
+        mtime_ns = 0  # OnnxViT reports the missing file
+    return _load_model(str(info.path), mtime_ns)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _read_grid_results(path: str, mtime_ns: int) -> pd.DataFrame:
+    return pd.read_csv(path)
+
+
+# --------------------------------------------------------------------------------- sidebar
+
+
+def model_caption(info: ModelInfo) -> str:
+    return (
+        f"{info.params:,} params · {info.test_accuracy:.2%} test accuracy · "
+        f"{info.onnx_p50_us / 1000:.2f} ms ONNX"
+    )
+
+
+def architecture(config: dict[str, int]) -> str:
+    blocks, heads = config["n_layers"], config["num_heads"]
+    return (
+        f"{blocks} block{'s' * (blocks != 1)} × {heads} head{'s' * (heads != 1)}, "
+        f"embedding {config['emb_dim']}"
+    )
+
+
+def sidebar(manifest: Manifest) -> tuple[ModelInfo, str, int]:
+    """The model, the input kind and the stroke width chosen in the sidebar."""
+    with st.sidebar:
+        st.header("Settings")
+        infos = manifest.models
+        name = st.radio(
+            "Model", list(infos), captions=[model_caption(i) for i in infos.values()], key="model"
+        )
+        info = infos[name]
+        source = st.radio("Input", [DRAW, UPLOAD], key="source")
+        stroke_width = st.slider(
+            "Stroke width", 10, 50, 28, key="stroke_width", disabled=source != DRAW
+        )
+        st.caption(f"ViT: {architecture(info.config)}, 4×4 patches on a 7×7 grid.")
+    return info, source, stroke_width
+
+
+# ----------------------------------------------------------------------------------- input
+
+
+def clear_canvas() -> None:
+    st.session_state.canvas_generation = st.session_state.get("canvas_generation", 0) + 1
+
+
+def ink_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the lit pixels of the canvas (RGBA, black background)."""
+    is_ink = image[..., :3].max(axis=-1) > 0
+    if not is_ink.any():
+        return None
+    rows, cols = np.flatnonzero(is_ink.any(axis=1)), np.flatnonzero(is_ink.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def drawn_image(stroke_width: int) -> np.ndarray | None:
+    """The canvas as an RGBA array (white ink on black), or None before anything is drawn.
+
+    The canvas key changes only on "Clear": a key that changed with a setting would remount
+    the component and drop what was drawn.
+    """
+    generation = st.session_state.setdefault("canvas_generation", 0)
+    result = st_canvas(
+        stroke_width=stroke_width,
+        stroke_color="#FFFFFF",
+        background_color="#000000",
+        update_streamlit=True,
+        height=CANVAS_SIZE,
+        width=CANVAS_SIZE,
+        drawing_mode="freedraw",
+        return_image_data=True,
+        key=f"canvas-{generation}",
+    )
+    st.button("Clear", on_click=clear_canvas, icon=":material/delete:")
+    strokes = len((result.json_data or {}).get("objects", []))
+    image = result.image_data
+    box = None if image is None else ink_box(image)
+    if box is None:
+        st.caption("Draw with the mouse, a finger or a pen.")
+        return None
+    left, top, right, bottom = box
+    st.caption(
+        f"{strokes} stroke{'s' * (strokes != 1)} received · "
+        f"ink x {left}–{right}, y {top}–{bottom} of {CANVAS_SIZE}×{CANVAS_SIZE}"
+    )
+    return image
+
+
+def uploaded_image() -> np.ndarray | None:
+    """The uploaded PNG/JPEG as an array, or None (with a one-line error if it is unreadable)."""
+    upload = st.file_uploader("A PNG or JPEG of one digit", type=["png", "jpg", "jpeg"])
+    if upload is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(upload.getvalue())) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.thumbnail((MAX_UPLOAD_SIDE, MAX_UPLOAD_SIDE))
+            mode = "RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB"
+            pixels = np.asarray(image.convert(mode))
+    except UnidentifiedImageError:
+        st.error(f"Cannot read {upload.name}: not a PNG or JPEG image.")
+        return None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        st.error(f"Cannot read {upload.name}: damaged or too large ({' '.join(str(err).split())}).")
+        return None
+    st.image(pixels, caption=upload.name, width=CANVAS_SIZE)
+    return pixels
+
+
+# ------------------------------------------------------------------------------ prediction
+
+
+def probability_chart(probabilities: np.ndarray) -> alt.Chart:
+    table = pd.DataFrame({"digit": [str(d) for d in range(10)], "probability": probabilities})
+    predicted = str(int(np.argmax(probabilities)))
+    return (
+        alt.Chart(table, height=220)
+        .mark_bar()
+        .encode(
+            x=alt.X("digit:N", sort=None, axis=alt.Axis(labelAngle=0), title=None),
+            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            color=alt.condition(
+                alt.datum.digit == predicted, alt.value("#2ca25f"), alt.value("#9aa3ad")
+            ),
+            tooltip=["digit", alt.Tooltip("probability:Q", format=".2%")],
+        )
+    )
+
+
+def show_prediction(probabilities: np.ndarray, milliseconds: float) -> None:
+    digit = int(np.argmax(probabilities))
+    st.metric("Predicted digit", str(digit))
+    st.markdown(f"**{probabilities[digit]:.1%}** probability")
+    st.altair_chart(probability_chart(probabilities), width="stretch")
+    st.caption(f"Preprocessing + inference took {milliseconds:.1f} ms.")
+
+
+def show_attention(pixels: np.ndarray, prediction: Prediction) -> None:
+    """The rollout, and beside it every head's CLS attention, as green layers on the input."""
+    st.subheader("Where the model looked")
+    st.caption(
+        "Green marks the 4×4 patches the CLS token attends to: the attention rollout through "
+        "all blocks, then one map per head of each block (each scaled to its own maximum)."
+    )
+    rollout_column, heads_column = st.columns([1, 4])
+    with rollout_column:
+        st.image(
+            attention_overlay(pixels, prediction.rollout[0], ROLLOUT_DISPLAY_SIZE),
+            caption="attention rollout, all blocks",
+            width=ROLLOUT_DISPLAY_SIZE,
+        )
+    with heads_column:
+        for block, attention in enumerate(prediction.cls_attentions):
+            with st.container(horizontal=True, gap="small"):
+                for head, head_map in enumerate(attention[0]):
+                    st.image(
+                        attention_overlay(pixels, head_map, ATTENTION_DISPLAY_SIZE),
+                        caption=f"block {block}, head {head}",
+                        width=ATTENTION_DISPLAY_SIZE,
+                    )
+
+
+def show_model_input(pixels: np.ndarray) -> None:
+    st.subheader("What the ViT sees")
+    st.image(
+        upscale_nearest(pixels, INPUT_DISPLAY_SIZE // pixels.shape[0]),
+        caption="the 28×28 model input: cropped, scaled to 20 px, centred by mass",
+        width=INPUT_DISPLAY_SIZE,
+    )
+
+
+def predict_tab(model: OnnxViT, source: str, stroke_width: int) -> None:
+    """The input, what the model sees, its prediction and its attention maps."""
+    input_column, seen_column, result_column = st.columns([1.15, 1, 1.25], gap="large")
+    with input_column:
+        st.subheader("Your digit")
+        image = drawn_image(stroke_width) if source == DRAW else uploaded_image()
+    started = time.perf_counter()
+    x = None if image is None else preprocess_image(image)
+    if x is None:
+        seen_column.info("Draw a digit (or upload one) to see the prediction.", icon="✏️")
+        return
+    prediction = model.predict_with_rollout(x)
+    milliseconds = (time.perf_counter() - started) * 1000
+    pixels = to_pixels(x)
+    with seen_column:
+        show_model_input(pixels)
+    with result_column:
+        show_prediction(prediction.probabilities[0], milliseconds)
+    show_attention(pixels, prediction)
+
+
+# ----------------------------------------------------------------------------- grid search
+
+
+def highlight_models(results: pd.DataFrame, manifest: Manifest) -> pd.Series:
+    """The served model's name for each grid row of its configuration, else 'other'.
+
+    The first model listed wins, so "Fast" keeps its row when a "Fast INT8" shares its config.
+    """
+    served = pd.Series("other", index=results.index)
+    keys = ["emb_dim", "num_heads", "n_layers", "mlp_ratio"]
+    if not set(keys) <= set(results.columns):
+        return served
+    for info in manifest.models.values():
+        same = (results[keys] == pd.Series(info.config)[keys]).all(axis=1)
+        served[same & (served == "other")] = info.name
+    return served
+
+
+def accuracy_latency_chart(results: pd.DataFrame) -> alt.Chart:
+    names = [name for name in results["served"].unique() if name != "other"]
+    return (
+        alt.Chart(results, height=380)
+        .mark_circle(opacity=0.8, stroke="#333", strokeWidth=0.5)
+        .encode(
+            x=alt.X("onnx_p50_us:Q", title="ONNX Runtime latency, p50 (µs, batch 1)"),
+            y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
+            size=alt.Size("params:Q", title="parameters"),
+            color=alt.Color(
+                "served:N",
+                title="served as",
+                scale=alt.Scale(
+                    domain=[*names, "other"],
+                    range=["#e6550d", "#3182bd", "#31a354", "#756bb1"][: len(names)] + ["#bbb"],
+                ),
+            ),
+            tooltip=["run_id", "params", "test_accuracy", "onnx_p50_us", "torch_p50_us"],
+        )
+    )
+
+
+def grid_search_tab(manifest: Manifest) -> None:
+    path = manifest.grid_results
+    if path is None or not path.is_file():
+        st.info(f"No grid results yet: {path or 'the manifest names no grid_results file'}.")
+        return
+    try:
+        results = _read_grid_results(str(path), path.stat().st_mtime_ns)
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        st.error(f"Cannot read {path}: {' '.join(str(err).split())}")
+        return
+    results = results[[field for field in FIELDS if field in results.columns]].copy()
+    results["served"] = highlight_models(results, manifest)
+    st.caption(f"{len(results)} configurations from {path.name}; the served models highlighted.")
+    if {"onnx_p50_us", "test_accuracy", "params"} <= set(results.columns):
+        st.altair_chart(accuracy_latency_chart(results), width="stretch")
+    st.dataframe(results, hide_index=True, width="stretch")
+
+
+# ------------------------------------------------------------------------------------ page
+
+
+def main() -> None:
+    st.set_page_config(page_title="ViT Digits", page_icon="🔢", layout="wide")
+    st.title("ViT Digits")
+    st.caption("A Vision Transformer trained from scratch on MNIST, served with ONNX Runtime.")
+    try:
+        manifest = read_manifest(models_dir())
+    except ModelFileError as err:
+        st.error(f"No models to serve. {err}")
+        st.stop()
+    info, source, stroke_width = sidebar(manifest)
+    try:
+        model = load_model(info)
+    except ModelFileError as err:
+        st.error(f"The {info.name} model cannot be loaded. {err}")
+        st.stop()
+    predict, grid = st.tabs(["Draw & predict", "Grid search"])
+    with predict:
+        predict_tab(model, source, stroke_width)
+    with grid:
+        grid_search_tab(manifest)
+
+
+main()

@@ -1,0 +1,186 @@
+"""Tests for app.py with Streamlit's AppTest, on the tiny models of conftest.py.
+
+AppTest cannot draw on the canvas component, so predictions go through the upload input,
+which feeds the same preprocess -> predict -> display path as the canvas.
+"""
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+TIMEOUT_S = 30
+
+
+def seven_png(dark_on_light: bool = False) -> bytes:
+    """A hand-drawn-looking 7 (two strokes) as PNG bytes."""
+    image = Image.new("L", (200, 240), 0)
+    pen = ImageDraw.Draw(image)
+    pen.line([(40, 40), (160, 40), (80, 210)], fill=255, width=16, joint="curve")
+    pen.line([(70, 120), (140, 120)], fill=255, width=14)
+    if dark_on_light:
+        image = Image.eval(image, lambda value: 255 - value)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def models_env(monkeypatch, tiny_models_dir: Path) -> Path:
+    monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tiny_models_dir))
+    return tiny_models_dir
+
+
+def run_app() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT_S).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def upload(app: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
+    app.radio(key="source").set_value("Upload an image").run()
+    app.file_uploader[0].set_value((name, data, mime)).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def image_captions(app: AppTest) -> list[str]:
+    return [caption for image in app.image for caption in image.captions]
+
+
+def test_blank_canvas_shows_a_hint_and_no_prediction(models_env):
+    app = run_app()
+    assert any("Draw a digit" in info.value for info in app.info)
+    assert not app.metric and not app.error
+    assert [tab.label for tab in app.tabs] == ["Draw & predict", "Grid search"]
+
+
+def test_sidebar_shows_each_models_numbers(models_env):
+    app = run_app()
+    model_switch = app.sidebar.radio(key="model")
+    assert model_switch.options == ["Fast", "Large"]
+    assert "5,738 params" in str(model_switch.proto.captions)
+    assert app.sidebar.slider(key="stroke_width").value == 28
+
+
+@pytest.mark.parametrize("dark_on_light", [False, True])
+def test_uploaded_digit_gets_a_prediction_and_attention_maps(models_env, dark_on_light):
+    app = upload(run_app(), "seven.png", seven_png(dark_on_light))
+    assert not app.error
+    assert app.metric[0].label == "Predicted digit" and app.metric[0].value in list("0123456789")
+    captions = image_captions(app)
+    heads = [f"block {block}, head {head}" for block in range(2) for head in range(2)]
+    assert set(heads) <= set(captions)
+    assert "attention rollout, all blocks" in captions
+    assert any(caption.startswith("the 28×28 model input") for caption in captions)
+    assert any("Preprocessing + inference took" in caption.value for caption in app.caption)
+    assert app.get("vega_lite_chart")  # the ten probabilities
+
+
+def test_large_model_shows_every_block_and_head(models_env):
+    app = run_app()
+    app.sidebar.radio(key="model").set_value("Large").run()
+    captions = image_captions(upload(app, "seven.png", seven_png()))
+    assert sum(caption.startswith("block ") for caption in captions) == 3 * 3
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x89PNG\r\n\x1a\nnot really a png",
+        seven_png()[:300],
+        seven_png()[:-40],
+        b"",
+        b"GIF89a" + bytes(range(256)),
+    ],
+    ids=["bad-header", "truncated-head", "truncated-tail", "empty", "garbage"],
+)
+def test_unreadable_upload_is_a_one_line_error(models_env, data):
+    app = upload(run_app(), "broken.png", data)
+    assert len(app.error) == 1 and "broken.png" in app.error[0].value
+    assert "\n" not in app.error[0].value
+    assert not app.metric
+
+
+def test_blank_upload_shows_the_hint(models_env):
+    blank = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(blank, format="JPEG")
+    app = upload(run_app(), "blank.jpg", blank.getvalue(), "image/jpeg")
+    assert any("Draw a digit" in info.value for info in app.info)
+    assert not app.metric and not app.error
+
+
+def test_missing_models_folder_shows_what_to_run(monkeypatch, tmp_path):
+    monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path / "no-models"))
+    app = run_app()
+    message = app.error[0].value
+    assert "manifest.json" in message and "grid_search_mnist.py --select" in message
+    assert "Models" in message
+
+
+def test_missing_model_file_shows_what_to_run(monkeypatch, tmp_path, tiny_models_dir):
+    manifest = json.loads((tiny_models_dir / "manifest.json").read_text())
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
+    app = run_app()
+    message = app.error[0].value
+    assert str(tmp_path / "vit-fast.onnx") in message and "--select" in message
+
+
+def test_grid_search_tab_shows_the_table_and_the_chart(models_env):
+    app = run_app()
+    grid_tab = app.tabs[1]
+    table = grid_tab.dataframe[0].value
+    assert list(table["run_id"]) == ["vit-e16-h2-l2-m2", "vit-e24-h3-l3-m2", "vit-e8-h1-l1-m1"]
+    assert list(table["served"]) == ["Fast", "Large", "other"]
+    assert grid_tab.get("vega_lite_chart")
+
+
+def test_extra_models_and_keys_in_the_manifest_are_served(monkeypatch, tmp_path, tiny_models_dir):
+    """A variant sharing Fast's configuration (e.g. an INT8 copy) and unknown keys are fine."""
+    for name in ("vit-fast.onnx", "vit-large.onnx", "grid_results.csv"):
+        (tmp_path / name).write_bytes((tiny_models_dir / name).read_bytes())
+    manifest = json.loads((tiny_models_dir / "manifest.json").read_text())
+    fast = {**manifest["models"]["Fast"], "checkpoint": "vit-fast.pt", "int8": {"shipped": True}}
+    manifest["models"] = {
+        **manifest["models"],
+        "Fast": fast,
+        "Fast INT8": {**fast, "int8_of": "Fast"},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
+    app = run_app()
+    assert app.sidebar.radio(key="model").options == ["Fast", "Large", "Fast INT8"]
+    assert list(app.tabs[1].dataframe[0].value["served"]) == ["Fast", "Large", "other"]
+    app.sidebar.radio(key="model").set_value("Fast INT8").run()
+    assert not app.exception and not app.error
+
+
+def test_grid_search_tab_without_results_shows_a_note(monkeypatch, tmp_path, tiny_models_dir):
+    for name in ("manifest.json", "vit-fast.onnx", "vit-large.onnx"):
+        (tmp_path / name).write_bytes((tiny_models_dir / name).read_bytes())
+    monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
+    app = run_app()
+    assert any("No grid results yet" in info.value for info in app.tabs[1].info)
+
+
+def test_app_does_not_import_torch(tiny_models_dir):
+    """The whole app, run once with a prediction, in a fresh interpreter without torch loaded."""
+    code = f"""
+import os, sys
+os.environ["VIT_DIGITS_MODELS_DIR"] = {str(tiny_models_dir)!r}
+from streamlit.testing.v1 import AppTest
+app = AppTest.from_file({APP!r}, default_timeout={TIMEOUT_S}).run()
+app.radio(key="source").set_value("Upload an image").run()
+app.file_uploader[0].set_value(("seven.png", {seven_png()!r}, "image/png")).run()
+assert not app.exception and app.metric, app.exception
+assert "torch" not in sys.modules, "app.py imported torch"
+"""
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
