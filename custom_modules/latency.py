@@ -24,10 +24,14 @@ def time_calls(fn: Callable[[], object], n_calls: int, n_warmup: int) -> np.ndar
     return times
 
 
-def onnx_session(path: str | Path, threads: int) -> ort.InferenceSession:
-    """A CPU session with all graph optimisations and a fixed intra-op thread count."""
+def onnx_session(
+    path: str | Path,
+    threads: int,
+    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> ort.InferenceSession:
+    """A CPU session with all graph optimisations (by default) and a fixed thread count."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = level
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -1,0 +1,172 @@
+"""Inference latency: PyTorch eager vs ONNX Runtime (plain, transformer-fused, INT8), one run.
+
+For each model (the shipped ones in models/manifest.json, or any --onnx/--checkpoint pair) it
+prints batch-1 p50/p90 latency at 1 thread and at all threads, batch-256 throughput, the ONNX
+Runtime / PyTorch speed-ups, and the app's full path (preprocess a drawing + predict):
+
+    python benchmarks/inference.py
+    python benchmarks/inference.py --onnx runs/grid/onnx/vit-e64-h4-l2-m2.onnx \
+        --checkpoint runs/grid/checkpoints/vit-e64-h4-l2-m2.pt
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from custom_modules.inference import OnnxViT, preprocess_image  # noqa: E402
+from custom_modules.latency import onnx_session, time_calls  # noqa: E402
+from custom_modules.onnx_export import INPUT_NAME, ExportedViT  # noqa: E402
+from custom_modules.onnx_variants import (  # noqa: E402
+    fuse_transformer_ops,
+    max_difference,
+    quantize_int8,
+)
+from custom_modules.training import load_checkpoint  # noqa: E402
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+LEVELS = {
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--onnx", type=Path, help="an exported model (default: models/)")
+    parser.add_argument("--checkpoint", type=Path, help="its PyTorch checkpoint (.pt)")
+    parser.add_argument("--calls", type=int, default=1000, help="timed batch-1 calls per row")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--throughput-batch", type=int, default=256)
+    return parser.parse_args()
+
+
+def model_pairs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
+    """(name, onnx, checkpoint) for each model to measure."""
+    if args.onnx or args.checkpoint:
+        if not (args.onnx and args.checkpoint):
+            raise SystemExit("error: give both --onnx and --checkpoint")
+        return [(args.onnx.stem, args.onnx, args.checkpoint)]
+    manifest_path = MODELS_DIR / "manifest.json"
+    if not manifest_path.exists():
+        raise SystemExit(
+            f"error: {manifest_path} not found; train the models (README, 'Models') "
+            "or pass --onnx and --checkpoint"
+        )
+    models = json.loads(manifest_path.read_text())["models"]
+    return [
+        (name, MODELS_DIR / entry["file"], MODELS_DIR / entry["checkpoint"])
+        for name, entry in models.items()
+    ]
+
+
+def stats(times: np.ndarray) -> tuple[float, float]:
+    return float(np.percentile(times, 50) * 1e6), float(np.percentile(times, 90) * 1e6)
+
+
+def measure_torch(checkpoint: Path, threads: int, args, one, many) -> dict[str, float]:
+    graph = ExportedViT(load_checkpoint(checkpoint)).eval()  # the same outputs as the ONNX file
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            single = time_calls(lambda: graph(torch.from_numpy(one)), args.calls, args.warmup)
+            batch = time_calls(lambda: graph(torch.from_numpy(many)), 10, 2)
+    finally:
+        torch.set_num_threads(previous)
+    return summarize(single, batch, len(many))
+
+
+def measure_onnx(
+    path: Path, threads: int, args, one, many, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+) -> dict[str, float]:
+    session = onnx_session(path, threads, level)
+    single = time_calls(lambda: session.run(None, {INPUT_NAME: one}), args.calls, args.warmup)
+    batch = time_calls(lambda: session.run(None, {INPUT_NAME: many}), 10, 2)
+    return summarize(single, batch, len(many))
+
+
+def summarize(single: np.ndarray, batch: np.ndarray, batch_size: int) -> dict[str, float]:
+    p50, p90 = stats(single)
+    return {"p50": p50, "p90": p90, "images_per_s": batch_size / float(np.median(batch))}
+
+
+def sample_drawing() -> np.ndarray:
+    """A 280x280 RGBA canvas with a two-stroke '4', as the app receives it."""
+    canvas = np.zeros((280, 280, 4), dtype=np.uint8)
+    canvas[40:160, 90:110] = 255  # left stroke
+    canvas[150:170, 90:200] = 255  # bar
+    canvas[40:250, 170:190] = 255  # right stroke
+    return canvas
+
+
+def measure_app_path(path: Path, args) -> float:
+    model = OnnxViT(path)
+    drawing = sample_drawing()
+    times = time_calls(lambda: model.predict(preprocess_image(drawing)), args.calls, args.warmup)
+    return stats(times)[0]
+
+
+def main() -> int:
+    args = parse_args()
+    all_threads = os.cpu_count() or 1
+    rng = np.random.default_rng(0)
+    one = rng.standard_normal((1, 1, 28, 28), dtype=np.float32)
+    many = rng.standard_normal((args.throughput_batch, 1, 28, 28), dtype=np.float32)
+    print(
+        f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
+        f"{all_threads} CPU threads; batch-1 latency over {args.calls} calls after "
+        f"{args.warmup} warm-up calls; throughput at batch {args.throughput_batch}"
+    )
+    header = (
+        f"{'runtime':<40} {'threads':>7} {'p50 µs':>8} {'p90 µs':>8} {'img/s':>8} {'speed-up':>8}"
+    )
+    for name, onnx_path, checkpoint in model_pairs(args):
+        config = load_checkpoint(checkpoint).config
+        with tempfile.TemporaryDirectory() as tmp:
+            fused = fuse_transformer_ops(
+                onnx_path, Path(tmp) / "fused.onnx", config.num_heads, config.emb_dim
+            )
+            int8 = quantize_int8(onnx_path, Path(tmp) / "int8.onnx")
+            fused_diff = max_difference(onnx_path, fused, one)
+            int8_diff = max_difference(onnx_path, int8, one)
+            print(
+                f"\n{name}: {onnx_path} ({onnx_path.stat().st_size / 1e6:.2f} MB); "
+                f"max |output diff| fused {fused_diff:.1e}, INT8 {int8_diff:.1e}"
+            )
+            print(header)
+            print("-" * len(header))
+            for threads in sorted({1, all_threads}):
+                base = measure_torch(checkpoint, threads, args, one, many)
+                rows = {"PyTorch eager": base}
+                for label, level in LEVELS.items():
+                    rows[f"ONNX Runtime, {label} optimisations"] = measure_onnx(
+                        onnx_path, threads, args, one, many, level
+                    )
+                rows["ONNX Runtime + transformer fusions"] = measure_onnx(
+                    fused, threads, args, one, many
+                )
+                rows["ONNX Runtime INT8 (dynamic quantisation)"] = measure_onnx(
+                    int8, threads, args, one, many
+                )
+                for runtime, r in rows.items():
+                    print(
+                        f"{runtime:<40} {threads:>7} {r['p50']:>8.0f} {r['p90']:>8.0f} "
+                        f"{r['images_per_s']:>8.0f} {base['p50'] / r['p50']:>7.2f}x"
+                    )
+        app_p50_ms = measure_app_path(onnx_path, args) / 1000
+        print(f"{name}: app path (preprocess_image + OnnxViT.predict), p50 {app_p50_ms:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

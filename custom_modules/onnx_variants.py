@@ -1,0 +1,79 @@
+"""Faster variants of an exported model: ONNX Runtime's transformer fusions and INT8 weights.
+
+Torch-free: onnx and onnxruntime only.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers.optimizer import optimize_model
+
+INPUT_NAME = "input"
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+def _replace_atomically(write, path: Path) -> Path:
+    """Call `write(tmp_path)`, then move the result to `path`; never leave a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def quantize_int8(source: str | Path, target: str | Path) -> Path:
+    """Dynamic INT8 quantisation of the weights (activations are quantised on the fly)."""
+    model = onnx.load(source)
+    # the exporter's stored intermediate shapes trip the quantiser's shape inference; drop them
+    del model.graph.value_info[:]
+    with tempfile.TemporaryDirectory() as tmp:
+        stripped = Path(tmp) / "stripped.onnx"
+        onnx.save(model, stripped)
+        return _replace_atomically(
+            lambda out: quantize_dynamic(stripped, out, weight_type=QuantType.QInt8),
+            Path(target),
+        )
+
+
+def fuse_transformer_ops(
+    source: str | Path, target: str | Path, num_heads: int, hidden_size: int
+) -> Path:
+    """ONNX Runtime's transformer graph fusions (LayerNorm + residual, bias + GELU, ...)."""
+    optimized = optimize_model(
+        str(source), model_type="vit", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
+    )
+    return _replace_atomically(lambda out: optimized.save_model_to_file(str(out)), Path(target))
+
+
+def max_difference(reference: str | Path, candidate: str | Path, images: np.ndarray) -> float:
+    """Largest absolute difference over all outputs of two models on the same input."""
+    outputs = [
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+            None, {INPUT_NAME: images}
+        )
+        for p in (reference, candidate)
+    ]
+    return max(float(np.abs(a - b).max()) for a, b in zip(*outputs, strict=True))
+
+
+def onnx_accuracy(
+    path: str | Path, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
+) -> float:
+    """Accuracy of an ONNX model on uint8 images `(N, 28, 28)` (normalised here, as in training)."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        batch = images[start : start + batch_size, None].astype(np.float32) / 255
+        batch = (batch - MNIST_MEAN) / MNIST_STD
+        (logits,) = session.run(["logits"], {INPUT_NAME: batch})
+        correct += int((logits.argmax(axis=1) == labels[start : start + batch_size]).sum())
+    return correct / len(labels)
