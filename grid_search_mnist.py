@@ -8,6 +8,10 @@ resumes where it stopped.
 
     python grid_search_mnist.py --data-dir ../shared/data/mnist                 # the full grid
     python grid_search_mnist.py --train-subset 2000 --epochs 1 --grid my.json   # a quick look
+    python grid_search_mnist.py --backend ray --ray-address HEAD_IP:6379        # on a Ray cluster
+
+A run that fails is reported with its configuration and the others go on; it has no row, so the
+next run of the same command retries it. The exit code is 1 when any run failed.
 """
 
 import argparse
@@ -16,7 +20,9 @@ import netrc
 import os
 import sys
 import time
-from dataclasses import dataclass
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -39,6 +45,8 @@ from custom_modules.training import (
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 GRID_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
+BACKENDS = ("local", "ray")
+RAY_FLAGS = ("ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial")
 
 
 class GridError(ValueError):
@@ -141,7 +149,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=500,
         help="timed batch-1 calls per runtime in the latency benchmark",
     )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="local: one run after the other here; ray: one Ray Tune trial per configuration",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="an existing Ray cluster, e.g. HEAD_IP:6379 (default: start a local Ray instance)",
+    )
+    parser.add_argument(
+        "--ray-num-cpus",
+        type=int,
+        default=None,
+        help="CPUs of the local Ray instance (default: all of this machine's)",
+    )
+    parser.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=None,
+        help="CPUs Ray reserves for each trial, and its PyTorch threads (default: 1)",
+    )
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs Ray reserves for each trial; fractions share a GPU (default: 0)",
+    )
     return parser.parse_args(argv)
+
+
+def backend_args_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the backend flags, or None."""
+    if args.backend == "local":
+        given = [flag for flag in RAY_FLAGS if vars(args)[flag] is not None]
+        flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in given)
+        return f"{flags}: only with --backend ray" if given else None
+    if args.ray_address is not None and args.ray_num_cpus is not None:
+        return "--ray-num-cpus sizes a local Ray instance; the cluster at --ray-address has its own"
+    if args.ray_num_cpus is not None and args.ray_num_cpus < 1:
+        return "--ray-num-cpus must be at least 1"
+    if args.cpus_per_trial is not None and args.cpus_per_trial <= 0:
+        return "--cpus-per-trial must be more than 0"
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        return "--gpus-per-trial must be 0 or more"
+    if args.device.startswith("cuda") and not args.gpus_per_trial:
+        return f"--device {args.device} with --backend ray needs --gpus-per-trial > 0"
+    return None
 
 
 def wandb_mode(requested: str) -> str:
@@ -263,9 +319,92 @@ def run_config(
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
+RunFn = Callable[[dict[str, int], argparse.Namespace, DataSplits, torch.device], dict]
+
+
+def describe(config: dict[str, int]) -> str:
+    """A configuration for messages: `vit-e64-h4-l2-m2 (emb_dim=64, num_heads=4, ...)`."""
+    params = ", ".join(f"{key}={config[key]}" for key in GRID_KEYS)
+    return f"{run_id(config)} ({params})"
+
+
+@dataclass
+class GridProgress:
+    """Adds each finished run to the results table and reports every run as it ends."""
+
+    results_path: Path
+    total: int
+    finished: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ended(self) -> int:
+        return len(self.finished) + len(self.failed)
+
+    def record(self, row: dict, seconds: float) -> None:
+        """Append the row (raises ResultsTableError when the table cannot be written)."""
+        append_result(self.results_path, row)
+        self.finished.append(row["run_id"])
+        print(
+            f"[{self.ended}/{self.total}] {row['run_id']}: val acc {row['val_accuracy']:.4f}, "
+            f"test acc {row['test_accuracy']:.4f}, ONNX p50 {row['onnx_p50_us']:.0f} µs "
+            f"(PyTorch {row['torch_p50_us']:.0f} µs), {seconds:.0f} s",
+            flush=True,
+        )
+
+    def record_failure(self, config: dict[str, int], error: BaseException) -> None:
+        """Report the run with its configuration and the error's first line."""
+        self.failed.append(run_id(config))
+        message = str(error).strip().splitlines()
+        summary = f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+        print(f"[{self.ended}/{self.total}] FAILED {describe(config)}: {summary}", file=sys.stderr)
+
+    def exit_code(self) -> int:
+        """0 when every run finished; else say what did not, and 1."""
+        if len(self.finished) == self.total:
+            return 0
+        if self.failed:
+            print(f"{len(self.failed)} run(s) failed: {', '.join(self.failed)}", file=sys.stderr)
+        unfinished = self.total - self.ended
+        if unfinished:
+            print(f"{unfinished} run(s) did not finish", file=sys.stderr)
+        print(
+            "they have no row in the results table: rerun the same command to retry them",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def run_locally(
+    todo: list[dict[str, int]],
+    args: argparse.Namespace,
+    data: DataSplits,
+    run_one: RunFn,
+    progress: GridProgress,
+) -> None:
+    """One run after the other in this process; a run that raises is reported and skipped."""
+    device = select_device(args.device)
+    data = data.to(device)
+    print(f"device {device}")
+    for config in todo:
+        started = time.perf_counter()
+        try:
+            row = run_one(config, args, data, device)
+        except Exception as err:  # not KeyboardInterrupt: Ctrl+C stops the whole grid
+            traceback.print_exc()
+            progress.record_failure(config, err)
+            continue
+        progress.record(row, time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
+    """Run the configurations not yet in the results table; `run_one` defaults to `run_config`."""
     args = parse_args(argv)
+    run_one = run_one or run_config
     results_path = args.output_dir / "results.csv"
+    if error := backend_args_error(args):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         configs = load_grid(args.grid)
         done = {row["run_id"] for row in read_results(results_path)}
@@ -285,28 +424,28 @@ def main(argv: list[str] | None = None) -> int:
     except MnistDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-
-    device = select_device(args.device)
-    data = split_mnist(mnist, args.val_size, args.seed, args.train_subset).to(device)
+    try:
+        data = split_mnist(mnist, args.val_size, args.seed, args.train_subset)
+    except ValueError as err:  # an impossible --val-size
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(
-        f"device {device}; {len(data.train_labels)} train / {len(data.val_labels)} val / "
+        f"{len(data.train_labels)} train / {len(data.val_labels)} val / "
         f"{len(data.test_labels)} test images"
     )
 
-    for i, config in enumerate(todo, start=1):
-        started = time.perf_counter()
-        row = run_config(config, args, data, device)
-        try:
-            append_result(results_path, row)
-        except ResultsTableError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        print(
-            f"[{i}/{len(todo)}] {row['run_id']}: val acc {row['val_accuracy']:.4f}, "
-            f"test acc {row['test_accuracy']:.4f}, ONNX p50 {row['onnx_p50_us']:.0f} µs "
-            f"(PyTorch {row['torch_p50_us']:.0f} µs), {time.perf_counter() - started:.0f} s"
-        )
-    return 0
+    progress = GridProgress(results_path, len(todo))
+    try:
+        if args.backend == "ray":
+            from custom_modules.ray_backend import run_on_ray
+
+            run_on_ray(todo, args, data, run_one, progress)
+        else:
+            run_locally(todo, args, data, run_one, progress)
+    except (ResultsTableError, OSError) as err:  # cannot write here, or cannot reach Ray
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return progress.exit_code()
 
 
 if __name__ == "__main__":
