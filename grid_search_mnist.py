@@ -18,7 +18,9 @@ import argparse
 import json
 import netrc
 import os
+import shlex
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -32,6 +34,8 @@ from custom_modules.latency import benchmark_latency
 from custom_modules.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
 from custom_modules.onnx_export import export_onnx
 from custom_modules.results_table import ResultsTableError, append_result, read_results
+from custom_modules.selection import FAST_MARGIN, select_models
+from custom_modules.shipping import ship_models
 from custom_modules.training import (
     DataSplits,
     TrainConfig,
@@ -110,6 +114,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="results.csv, onnx/ and wandb/ go here",
     )
     parser.add_argument("--grid", type=Path, default=Path("param_grid.json"))
+    parser.add_argument(
+        "--max-runs",
+        type=int,
+        default=200,
+        help="a grid with more runs than this asks for --yes before it starts",
+    )
+    parser.add_argument("--yes", action="store_true", help="start a grid larger than --max-runs")
+    parser.add_argument(
+        "--select",
+        action="store_true",
+        help="print the Fast/Large choice made from --results-table, then stop",
+    )
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="train the chosen configurations with this command's budget into --output-dir, "
+        "then write them, their INT8 variants and manifest.json to --models-dir",
+    )
+    parser.add_argument(
+        "--results-table",
+        type=Path,
+        default=Path("models/grid_results.csv"),
+        help="the grid's results that --select and --ship choose from",
+    )
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument(
         "--patience",
@@ -397,6 +426,36 @@ def run_locally(
         progress.record(row, time.perf_counter() - started)
 
 
+def chosen_configs(results_table: Path) -> dict[str, dict[str, int]]:
+    """Apply the README's rule to the grid's results: {"Fast": config, "Large": config}."""
+    rows = read_results(results_table)
+    selection = select_models(rows)
+    print(
+        f"{len(rows)} runs in {results_table}; best validation accuracy "
+        f"{selection.best_val_accuracy:.4f}; within {FAST_MARGIN:.1%} of it, fastest first:"
+    )
+    for row in selection.candidates:
+        print(
+            f"  {row['run_id']:<20} val acc {float(row['val_accuracy']):.4f}  "
+            f"ONNX p50 {float(row['onnx_p50_us']):>7.1f} µs  {int(row['params']):>9,} params"
+        )
+    chosen = {"Fast": selection.fast, "Large": selection.large}
+    for name, row in chosen.items():
+        print(f"{name}: {row['run_id']}")
+    return {name: {key: int(row[key]) for key in GRID_KEYS} for name, row in chosen.items()}
+
+
+def output_dir_error(output_dir: Path) -> str | None:
+    """Why the output folder cannot be written, or None; checked before any training."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as err:
+        return f"{output_dir}: cannot write the output folder ({err.strerror or err})"
+    return None
+
+
 def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
     """Run the configurations not yet in the results table; `run_one` defaults to `run_config`."""
     args = parse_args(argv)
@@ -406,17 +465,33 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        configs = load_grid(args.grid)
+        if args.select or args.ship:
+            chosen = chosen_configs(args.results_table)
+            if args.select:
+                return 0
+            configs = list({run_id(c): c for c in chosen.values()}.values())
+        else:
+            configs = load_grid(args.grid)
         done = {row["run_id"] for row in read_results(results_path)}
-    except (GridError, ResultsTableError) as err:
+    except (GridError, ResultsTableError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    if len(configs) > args.max_runs and not args.yes:
+        print(
+            f"error: {args.grid} makes {len(configs)} runs, more than --max-runs "
+            f"{args.max_runs}; add --yes to start it anyway",
+            file=sys.stderr,
+        )
+        return 2
+    if error := output_dir_error(args.output_dir):
+        print(f"error: {error}", file=sys.stderr)
         return 2
     todo = [config for config in configs if run_id(config) not in done]
     print(
         f"{len(configs)} configurations in {args.grid}: {len(configs) - len(todo)} done, "
         f"{len(todo)} to run; results in {results_path}"
     )
-    if not todo:
+    if not todo and not args.ship:
         return 0
 
     try:
@@ -445,7 +520,13 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
     except (ResultsTableError, OSError) as err:  # cannot write here, or cannot reach Ray
         print(f"error: {err}", file=sys.stderr)
         return 1
-    return progress.exit_code()
+    if (exit_code := progress.exit_code()) != 0 or not args.ship:
+        return exit_code
+    rows = {row["run_id"]: row for row in read_results(results_path)}
+    trained = {name: rows[run_id(config)] for name, config in chosen.items()}
+    command = "python grid_search_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    ship_models(trained, args.output_dir, args.models_dir, data, args.results_table.name, command)
+    return 0
 
 
 if __name__ == "__main__":

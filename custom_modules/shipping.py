@@ -1,0 +1,122 @@
+"""Ship the chosen models: copy them into models/, add INT8 variants, write the manifest."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from custom_modules.latency import onnx_session, time_calls
+from custom_modules.onnx_export import INPUT_NAME
+from custom_modules.onnx_variants import onnx_accuracy, quantize_int8
+from custom_modules.training import DataSplits
+
+# an INT8 variant is shipped only if it loses at most this much validation accuracy
+INT8_MAX_ACCURACY_LOSS = 0.002
+CONFIG_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    tmp_path = target.with_name(f".{target.name}.tmp")
+    try:
+        shutil.copyfile(source, tmp_path)
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _write_json_atomically(data: dict, path: Path) -> None:
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp_path.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def onnx_p50_us(path: Path, threads: int = 1, calls: int = 1000) -> float:
+    """Batch-1 median latency of an ONNX model, as in the grid's benchmark."""
+    session = onnx_session(path, threads)
+    image = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
+    return float(np.median(time_calls(lambda: session.run(None, {INPUT_NAME: image}), calls, 100)))
+
+
+def manifest_entry(row: dict, file: str, checkpoint: str, command: str) -> dict:
+    """One model's manifest entry from its results-table row."""
+    return {
+        "file": file,
+        "checkpoint": checkpoint,
+        "config": {key: int(row[key]) for key in CONFIG_KEYS},
+        "params": int(row["params"]),
+        "val_accuracy": float(row["val_accuracy"]),
+        **{f"test_{m}": float(row[f"test_{m}"]) for m in ("accuracy", "precision", "recall", "f1")},
+        "onnx_p50_us": float(row["onnx_p50_us"]),
+        "torch_p50_us": float(row["torch_p50_us"]),
+        "bench_threads": int(row["bench_threads"]),
+        "size_bytes": int(row["onnx_size_bytes"]),
+        "command": command,
+    }
+
+
+def _as_uint8(images: torch.Tensor) -> np.ndarray:
+    """Split tensors `(N, 1, 28, 28)` in [0, 1] back to the loader's uint8 `(N, 28, 28)`."""
+    return images.mul(255).round().to(torch.uint8).squeeze(1).cpu().numpy()
+
+
+def ship_models(
+    trained: dict[str, dict],
+    run_dir: Path,
+    models_dir: Path,
+    data: DataSplits,
+    grid_results: str,
+    command: str,
+) -> dict:
+    """Copy each trained run (name -> results row) into `models_dir` and write the manifest.
+
+    Each model gets `vit-<name>.onnx` and `.pt`; its INT8 variant is added as `<name> INT8`
+    only when it keeps the validation accuracy within INT8_MAX_ACCURACY_LOSS (the test set
+    is reported, never used to decide).
+    """
+    val = (_as_uint8(data.val_images), data.val_labels.cpu().numpy())
+    test = (_as_uint8(data.test_images), data.test_labels.cpu().numpy())
+    models_dir.mkdir(parents=True, exist_ok=True)
+    manifest = {"models": {}, "grid_results": grid_results}
+    for name, row in trained.items():
+        stem = f"vit-{name.lower()}"
+        onnx_file, checkpoint_file = f"{stem}.onnx", f"{stem}.pt"
+        _copy_atomically(run_dir / row["onnx_file"], models_dir / onnx_file)
+        _copy_atomically(run_dir / row["checkpoint_file"], models_dir / checkpoint_file)
+        entry = manifest_entry(row, onnx_file, checkpoint_file, command)
+        manifest["models"][name] = entry
+
+        int8_path = quantize_int8(models_dir / onnx_file, models_dir / f"{stem}-int8.onnx")
+        int8_val = onnx_accuracy(int8_path, *val)
+        int8_accuracy = onnx_accuracy(int8_path, *test)
+        shipped = entry["val_accuracy"] - int8_val <= INT8_MAX_ACCURACY_LOSS
+        entry["int8"] = {
+            "val_accuracy": int8_val,
+            "test_accuracy": int8_accuracy,
+            "shipped": shipped,
+        }
+        if shipped:
+            manifest["models"][f"{name} INT8"] = {
+                **entry,
+                "file": int8_path.name,
+                "val_accuracy": int8_val,
+                "test_accuracy": int8_accuracy,
+                "onnx_p50_us": onnx_p50_us(int8_path),
+                "size_bytes": int8_path.stat().st_size,
+                "int8_of": name,
+            }
+            del manifest["models"][f"{name} INT8"]["int8"]
+        else:
+            int8_path.unlink()
+        print(
+            f"{name}: test accuracy {entry['test_accuracy']:.4f}; INT8 validation "
+            f"{int8_val:.4f} vs {entry['val_accuracy']:.4f}, test {int8_accuracy:.4f} "
+            f"({'shipped' if shipped else 'not shipped'})"
+        )
+    _write_json_atomically(manifest, models_dir / "manifest.json")
+    return manifest

@@ -1,0 +1,78 @@
+"""The grid refuses what it cannot do before training, and a full disk loses no finished row."""
+
+from pathlib import Path
+
+import pytest
+
+import grid_search_mnist
+from custom_modules.results_table import read_results
+from tests.test_pipeline import synthetic_mnist, write_grid, write_mnist_folder
+
+GRID = {"emb_dim": [16], "num_heads": [2], "n_layers": [1, 2, 3], "mlp_ratio": [2]}
+
+
+def fake_run(config, args, data, device) -> dict:
+    """Stands in for training: a row with the fields the progress report prints."""
+    return {
+        "run_id": grid_search_mnist.run_id(config),
+        **config,
+        "val_accuracy": 0.5,
+        "test_accuracy": 0.5,
+        "onnx_p50_us": 1.0,
+        "torch_p50_us": 2.0,
+    }
+
+
+@pytest.fixture
+def argv(tmp_path: Path) -> list[str]:
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist(n_train=60, n_test=10))
+    grid = write_grid(tmp_path, GRID)
+    return ["--data-dir", str(data_dir), "--grid", str(grid), "--val-size", "10",
+            "--output-dir", str(tmp_path / "out"), "--wandb", "disabled"]  # fmt: skip
+
+
+def test_a_large_grid_asks_for_yes(argv, tmp_path, capsys) -> None:
+    assert grid_search_mnist.main([*argv, "--max-runs", "2"], run_one=pytest.fail) == 2
+    assert "3 runs, more than --max-runs 2; add --yes" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert grid_search_mnist.main([*argv, "--max-runs", "2", "--yes"], run_one=fake_run) == 0
+    assert len(read_results(tmp_path / "out" / "results.csv")) == 3
+
+
+def test_an_unwritable_output_folder_stops_before_training(argv, tmp_path, capsys) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    code = grid_search_mnist.main(
+        [*argv, "--output-dir", str(blocker / "out")], run_one=pytest.fail
+    )
+    assert code == 2
+    assert "cannot write the output folder" in capsys.readouterr().err
+
+
+def test_a_full_disk_keeps_the_rows_already_written(argv, tmp_path, capsys, monkeypatch) -> None:
+    writes = []
+
+    def fsync_until_full(fd: int) -> None:
+        writes.append(fd)
+        if len(writes) > 1:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("custom_modules.results_table.os.fsync", fsync_until_full)
+    assert grid_search_mnist.main(argv, run_one=fake_run) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    table = tmp_path / "out" / "results.csv"
+    assert [row["run_id"] for row in read_results(table)] == ["vit-e16-h2-l1-m2"]
+    assert not list(table.parent.glob(".*.tmp"))
+
+    monkeypatch.undo()  # space again: the rerun adds only what is missing
+    assert grid_search_mnist.main(argv, run_one=fake_run) == 0
+    assert len(read_results(table)) == 3
+
+
+def test_a_corrupt_results_table_is_reported_and_left_alone(argv, tmp_path, capsys) -> None:
+    table = tmp_path / "out" / "results.csv"
+    table.parent.mkdir()
+    table.write_text("run_id,emb_dim\nvit-a,16,unexpected\n")
+    assert grid_search_mnist.main(argv, run_one=pytest.fail) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert table.read_text() == "run_id,emb_dim\nvit-a,16,unexpected\n"

@@ -1,0 +1,86 @@
+"""`--select` applies the README's rule to a results table; `--ship` trains and writes models/."""
+
+import csv
+import json
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+
+import grid_search_mnist
+from custom_modules.inference import OnnxViT, read_manifest
+from custom_modules.results_table import FIELDS
+from tests.test_pipeline import synthetic_mnist, write_mnist_folder
+
+
+def write_table(path: Path, runs: list[tuple[dict, float, float]]) -> Path:
+    """A results table with one row per (config, val_accuracy, onnx_p50_us)."""
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        for config, val_accuracy, latency in runs:
+            writer.writerow(
+                {
+                    "run_id": grid_search_mnist.run_id(config),
+                    **config,
+                    "params": 1000 * config["emb_dim"],
+                    "val_loss": 0.1,
+                    "val_accuracy": val_accuracy,
+                    "onnx_p50_us": latency,
+                }
+            )
+    return path
+
+
+FAST = {"emb_dim": 16, "num_heads": 2, "n_layers": 1, "mlp_ratio": 2}
+LARGE = {"emb_dim": 24, "num_heads": 2, "n_layers": 2, "mlp_ratio": 2}
+SLOW = {"emb_dim": 32, "num_heads": 2, "n_layers": 2, "mlp_ratio": 2}
+RUNS = [(LARGE, 0.990, 300.0), (FAST, 0.986, 100.0), (SLOW, 0.987, 400.0)]
+
+
+def test_select_prints_the_choice_and_trains_nothing(tmp_path, capsys, monkeypatch) -> None:
+    table = write_table(tmp_path / "grid_results.csv", RUNS)
+    monkeypatch.setattr(grid_search_mnist, "load_mnist", pytest.fail)
+    assert grid_search_mnist.main(["--select", "--results-table", str(table)]) == 0
+    out = capsys.readouterr().out
+    assert "Fast: vit-e16-h2-l1-m2" in out and "Large: vit-e24-h2-l2-m2" in out
+
+
+def test_select_on_a_missing_table_is_a_clear_error(tmp_path, capsys) -> None:
+    code = grid_search_mnist.main(["--select", "--results-table", str(tmp_path / "none.csv")])
+    assert code == 2 and "empty" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ship_trains_the_chosen_models_and_writes_a_manifest(tmp_path, monkeypatch) -> None:
+    table = write_table(tmp_path / "grid_results.csv", RUNS)
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist())
+    models_dir = tmp_path / "models"
+    argv = [
+        "--ship", "--results-table", str(table), "--data-dir", str(data_dir),
+        "--output-dir", str(tmp_path / "ship"), "--models-dir", str(models_dir),
+        "--epochs", "2", "--batch-size", "32", "--val-size", "40", "--wandb", "disabled",
+        "--bench-calls", "20",
+    ]  # fmt: skip
+    assert grid_search_mnist.main(argv) == 0
+
+    manifest = json.loads((models_dir / "manifest.json").read_text())
+    assert {"Fast", "Large"} <= set(manifest["models"])
+    assert manifest["models"]["Fast"]["config"] == FAST
+    assert manifest["models"]["Large"]["config"] == LARGE
+    assert manifest["grid_results"] == "grid_results.csv"
+    for name, entry in manifest["models"].items():
+        path = models_dir / entry["file"]
+        assert path.stat().st_size == entry["size_bytes"]
+        assert "--ship" in entry["command"]
+        model = OnnxViT(path)
+        assert model.n_layers == entry["config"]["n_layers"]
+        if "int8_of" not in name and "int8_of" not in entry:
+            int8 = entry["int8"]
+            assert (f"{name} INT8" in manifest["models"]) == int8["shipped"]
+            assert (models_dir / f"vit-{name.lower()}-int8.onnx").exists() == int8["shipped"]
+    served = read_manifest(models_dir)  # the app reads what --ship writes
+    assert served.models["Large"].config == LARGE
+    outputs = ort.InferenceSession(str(models_dir / "vit-large.onnx")).get_outputs()
+    assert [o.name for o in outputs][-1] == "attention_rollout"
+    assert not list(models_dir.glob(".*.tmp"))
