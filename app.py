@@ -5,7 +5,7 @@
 Serving is torch-free: ONNX Runtime, numpy and Pillow only (custom_modules.inference).
 """
 
-import io
+import math
 import os
 import time
 from pathlib import Path
@@ -14,7 +14,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
 from custom_modules.inference import (
@@ -23,9 +23,11 @@ from custom_modules.inference import (
     ModelInfo,
     OnnxViT,
     Prediction,
+    UploadError,
     attention_overlay,
     preprocess_image,
     read_manifest,
+    read_upload,
     to_pixels,
     upscale_nearest,
 )
@@ -35,7 +37,9 @@ CANVAS_SIZE = 280
 INPUT_DISPLAY_SIZE = 224
 ATTENTION_DISPLAY_SIZE = 112
 ROLLOUT_DISPLAY_SIZE = 168
-MAX_UPLOAD_SIDE = 1024  # larger photos are shrunk first: a digit needs no more pixels
+UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif"]
+PREVIEW_SIDE = 2 * CANVAS_SIZE  # the upload is shown at most this big (sharp on HiDPI screens)
+PREVIEW_MAX_ASPECT = 4  # longer thinner uploads are shown padded to this ratio
 DRAW, UPLOAD = "Draw", "Upload an image"
 
 
@@ -147,25 +151,59 @@ def drawn_image(stroke_width: int) -> np.ndarray | None:
     return image
 
 
+def flat_name(name: str) -> str:
+    """A user's file name for one line of text: whitespace collapsed, backticks out, short."""
+    flat = " ".join(name.split()).replace("`", "'")
+    return flat[:57] + "..." if len(flat) > 60 else flat
+
+
+def upload_limit_mb() -> int:
+    """`server.maxUploadSize` (.streamlit/config.toml): Streamlit refuses bigger uploads."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
+def upload_preview(pixels: np.ndarray) -> np.ndarray:
+    """The upload shrunk to PREVIEW_SIDE and padded, in its corner's colour, to at most 4:1.
+
+    st.image alone would fail on a 10000×10 image (it scales the height to 0 px) or show a
+    10×10000 one 280 000 px tall.
+    """
+    image = Image.fromarray(pixels)
+    scale = min(1.0, PREVIEW_SIDE / max(image.size))
+    width, height = (max(1, round(side * scale)) for side in image.size)
+    image = image.resize((width, height), Image.Resampling.BOX)
+    padded_width = max(width, math.ceil(height / PREVIEW_MAX_ASPECT))
+    padded_height = max(height, math.ceil(width / PREVIEW_MAX_ASPECT))
+    padded = Image.new(image.mode, (padded_width, padded_height), image.getpixel((0, 0)))
+    padded.paste(image, ((padded_width - width) // 2, (padded_height - height) // 2))
+    return np.asarray(padded)
+
+
 def uploaded_image() -> np.ndarray | None:
-    """The uploaded PNG/JPEG as an array, or None (with a one-line error if it is unreadable)."""
-    upload = st.file_uploader("A PNG or JPEG of one digit", type=["png", "jpg", "jpeg"])
+    """The uploaded image as uint8 pixels, or None; anything unusable gets a one-line error."""
+    limit_mb = upload_limit_mb()
+    upload = st.file_uploader(
+        f"A PNG, JPEG or GIF of one digit, at most {limit_mb} MB", type=UPLOAD_TYPES, key="upload"
+    )
     if upload is None:
         return None
+    name = f"`{flat_name(upload.name)}`"  # as code: markdown in a file name stays text
+    if upload.size > limit_mb * 1024 * 1024:  # Streamlit's own check, repeated for any other path
+        st.error(f"Cannot read {name}: {upload.size:,} bytes is over the {limit_mb} MB limit.")
+        return None
     try:
-        with Image.open(io.BytesIO(upload.getvalue())) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.thumbnail((MAX_UPLOAD_SIDE, MAX_UPLOAD_SIDE))
-            mode = "RGBA" if "A" in image.getbands() or "transparency" in image.info else "RGB"
-            pixels = np.asarray(image.convert(mode))
-    except UnidentifiedImageError:
-        st.error(f"Cannot read {upload.name}: not a PNG or JPEG image.")
+        decoded = read_upload(upload.getvalue())
+    except UploadError as err:
+        st.error(f"Cannot read {name}: {err}")
         return None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        st.error(f"Cannot read {upload.name}: damaged or too large ({' '.join(str(err).split())}).")
-        return None
-    st.image(pixels, caption=upload.name, width=CANVAS_SIZE)
-    return pixels
+    for caveat in decoded.warnings:
+        st.warning(f"{name}: {caveat}")
+    st.image(
+        upload_preview(decoded.pixels),
+        caption=f"{flat_name(upload.name)} · {decoded.description}",
+        width=CANVAS_SIZE,
+    )
+    return decoded.pixels
 
 
 # ------------------------------------------------------------------------------ prediction
@@ -227,6 +265,7 @@ def show_model_input(pixels: np.ndarray) -> None:
         upscale_nearest(pixels, INPUT_DISPLAY_SIZE // pixels.shape[0]),
         caption="the 28×28 model input: cropped, scaled to 20 px, centred by mass",
         width=INPUT_DISPLAY_SIZE,
+        output_format="PNG",  # exact pixels: JPEG would smear the 8×8 blocks' edges
     )
 
 
@@ -239,6 +278,8 @@ def predict_tab(model: OnnxViT, source: str, stroke_width: int) -> None:
     started = time.perf_counter()
     x = None if image is None else preprocess_image(image)
     if x is None:
+        if image is not None and source == UPLOAD:
+            input_column.warning("No digit found: the image is blank, too faint or too small.")
         seen_column.info("Draw a digit (or upload one) to see the prediction.", icon="✏️")
         return
     prediction = model.predict_with_rollout(x)

@@ -1,11 +1,17 @@
 """Shared fixtures: a tiny exported ViT with a manifest and a grid table, so no test needs the
-real shipped models."""
+real shipped models; odd and hostile uploads; the fuzz tests' counts in the terminal summary."""
 
 import csv
+import io
 import json
+import struct
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from custom_modules.results_table import FIELDS
 
@@ -90,3 +96,122 @@ def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_model_path(tiny_models_dir: Path) -> Path:
     """The tiny "Fast" model: 2 blocks of 2 heads, embedding 16."""
     return tiny_models_dir / "vit-fast.onnx"
+
+
+# ------------------------------------------------------------------------------- uploads
+
+UPLOAD_LIMIT_BYTES = 5 * 1024 * 1024  # server.maxUploadSize in .streamlit/config.toml
+
+
+def seven(size: tuple[int, int] = (200, 240)) -> Image.Image:
+    """A hand-drawn-looking 7 with a bar, white on black, mode L."""
+    image = Image.new("L", size, 0)
+    pen = ImageDraw.Draw(image)
+    width, height = size
+    top, corner, foot = (0.2 * width, 0.17 * height), (0.8 * width, 0.17 * height), (0.4, 0.88)
+    pen.line([top, corner, (foot[0] * width, foot[1] * height)], fill=255, width=16, joint="curve")
+    pen.line([(0.35 * width, 0.5 * height), (0.7 * width, 0.5 * height)], fill=255, width=14)
+    return image
+
+
+def encode(image: Image.Image, image_format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def blank_1_bit_png(width: int, height: int) -> bytes:
+    """A valid black 1-bit PNG of any declared size, compressed row by row: a few KB even at
+    20000x20000 (400 megapixels), the shape of a decompression bomb."""
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    chunks = [(b"IHDR", header), (b"IDAT", data), (b"IEND", b"")]
+    return b"\x89PNG\r\n\x1a\n" + b"".join(_png_chunk(kind, data) for kind, data in chunks)
+
+
+def animated_gif() -> bytes:
+    """Three different frames: the 7, a dimmer 7, the 7 turned."""
+    frames = [seven(), seven().point(lambda value: value // 2), seven().rotate(20)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+def sixteen_bit_png(scale: int = 257) -> bytes:
+    """The 7 as a 16-bit greyscale PNG (mode I;16): ink at 255 * scale."""
+    return encode(Image.fromarray(np.asarray(seven()).astype(np.uint16) * scale), "PNG")
+
+
+def cmyk_jpeg() -> bytes:
+    """The 7 in black (K) ink on white paper, as a CMYK JPEG."""
+    blank = Image.new("L", (200, 240), 0)
+    return encode(Image.merge("CMYK", [blank, blank, blank, seven()]), "JPEG", quality=95)
+
+
+def transparent_palette_png() -> bytes:
+    """Black ink on a transparent page, palette (P) mode with a tRNS chunk."""
+    dark_on_light = seven().point(lambda value: 255 - value).convert("P")
+    return encode(dark_on_light, "PNG", transparency=dark_on_light.getpixel((0, 0)))
+
+
+def wide_png() -> bytes:
+    """10000x10 px: a dark page with a light dash in the middle."""
+    image = Image.new("L", (10000, 10), 0)
+    ImageDraw.Draw(image).rectangle([4000, 2, 6000, 7], fill=255)
+    return encode(image, "PNG")
+
+
+def tall_png() -> bytes:
+    """10x10000 px: light paper with a dark upright in the middle, in RGB."""
+    image = Image.new("RGB", (10, 10000), "white")
+    ImageDraw.Draw(image).rectangle([3, 3000, 6, 7000], fill="black")
+    return encode(image, "PNG")
+
+
+UPLOADS: dict[str, Callable[[], bytes]] = {
+    "not-an-image.png": lambda: b"A text file, not a picture.\n" * 20,
+    "empty.png": lambda: b"",
+    "bitmap.png": lambda: encode(seven(), "BMP"),  # a real image, in a format not accepted
+    "truncated.png": lambda: encode(seven(), "PNG")[:-40],
+    "bomb-20000x20000.png": lambda: blank_1_bit_png(20_000, 20_000),  # Pillow's error
+    "bomb-10000x10000.png": lambda: blank_1_bit_png(10_000, 10_000),  # Pillow's warning
+    "huge-6000x6000.png": lambda: blank_1_bit_png(6000, 6000),  # under Pillow's limit
+    "over-the-limit.png": lambda: encode(seven(), "PNG") + bytes(UPLOAD_LIMIT_BYTES),
+    "animated.gif": animated_gif,
+    "sixteen-bit.png": sixteen_bit_png,
+    "cmyk.jpg": cmyk_jpeg,
+    "palette.png": lambda: encode(seven().convert("P"), "PNG"),
+    "palette-transparent.png": transparent_palette_png,
+    "one-pixel.png": lambda: encode(Image.new("L", (1, 1), 255), "PNG"),
+    "wide-10000x10.png": wide_png,
+    "tall-10x10000.png": tall_png,
+}
+
+
+@pytest.fixture(scope="session")
+def uploads() -> dict[str, bytes]:
+    """Every odd or hostile upload of UPLOADS, by file name (built once: about a second)."""
+    return {name: build() for name, build in UPLOADS.items()}
+
+
+# ------------------------------------------------------------------------- fuzz counts
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what each test recorded as ("fuzz", line), e.g. how many inputs a fuzzer tried."""
+    lines = [
+        f"{report.nodeid}: {value}"
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if isinstance(report, pytest.TestReport) and report.when == "call"
+        for key, value in report.user_properties
+        if key == "fuzz"
+    ]
+    if lines:
+        terminalreporter.section("fuzzing")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -8,6 +8,7 @@ import io
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -109,12 +110,75 @@ def test_unreadable_upload_is_a_one_line_error(models_env, data):
     assert not app.metric
 
 
-def test_blank_upload_shows_the_hint(models_env):
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("not-an-image.png", ": not a PNG, JPEG or GIF image."),
+        ("empty.png", ": not a PNG, JPEG or GIF image."),
+        ("bitmap.png", ": not a PNG, JPEG or GIF image."),
+        ("truncated.png", ": the file is damaged or truncated (image file is truncated)."),
+        ("bomb-20000x20000.png", ": more than 89,478,485 pixels, refused as a possible"),
+        ("bomb-10000x10000.png", ": more than 89,478,485 pixels, refused as a possible"),
+        ("huge-6000x6000.png", ": 6000×6000 px is more than the 16.8 megapixels read here"),
+        ("over-the-limit.png", ": {size:,} bytes is over the 5 MB limit."),
+    ],
+)
+def test_unusable_upload_is_one_line_error_and_the_app_goes_on(models_env, uploads, name, message):
+    app = upload(run_app(), name, uploads[name])
+    expected = f"Cannot read `{name}`{message.format(size=len(uploads[name]))}"
+    assert [error.value[: len(expected)] for error in app.error] == [expected]
+    assert "\n" not in app.error[0].value and not app.metric and not app.warning
+    app.file_uploader[0].set_value(("seven.png", seven_png(), "image/png")).run()
+    assert not app.exception and not app.error and app.metric  # the next upload works
+
+
+@pytest.mark.parametrize(
+    ("name", "mime", "description", "warning"),
+    [
+        ("animated.gif", "image/gif", "GIF, palette", "an animation of 3 frames; only the first"),
+        ("sixteen-bit.png", "image/png", "PNG, 16-bit greyscale", None),
+        ("cmyk.jpg", "image/jpeg", "JPEG, CMYK", None),
+        ("palette.png", "image/png", "PNG, palette", None),
+        ("palette-transparent.png", "image/png", "PNG, palette with transparency", None),
+        ("wide-10000x10.png", "image/png", "PNG, greyscale", "10000×10 px is far more elongated"),
+        ("tall-10x10000.png", "image/png", "PNG, RGB", "10×10000 px is far more elongated"),
+    ],
+)
+def test_odd_but_valid_upload_is_classified(models_env, uploads, name, mime, description, warning):
+    app = upload(run_app(), name, uploads[name], mime)
+    assert not app.error and app.metric[0].value in list("0123456789")
+    expected_warnings = [f"`{name}`: {warning}"] if warning else []
+    assert [w.value[: len(expected_warnings[0])] for w in app.warning] == expected_warnings
+    assert any(caption.startswith(f"{name} · {description}, ") for caption in image_captions(app))
+
+
+@pytest.mark.parametrize("name", ["one-pixel.png", "blank.jpg"])
+def test_blank_upload_says_no_digit_was_found_and_shows_the_hint(models_env, uploads, name):
     blank = io.BytesIO()
     Image.new("RGB", (64, 64), "white").save(blank, format="JPEG")
-    app = upload(run_app(), "blank.jpg", blank.getvalue(), "image/jpeg")
+    data = uploads.get(name) or blank.getvalue()
+    app = upload(run_app(), name, data, "image/jpeg" if name.endswith("jpg") else "image/png")
+    assert [w.value for w in app.warning] == [
+        "No digit found: the image is blank, too faint or too small."
+    ]
     assert any("Draw a digit" in info.value for info in app.info)
     assert not app.metric and not app.error
+
+
+def test_the_upload_limit_is_a_few_mb_and_the_app_states_it(models_env):
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    limit_mb = config["server"]["maxUploadSize"]
+    assert 1 <= limit_mb <= 10
+    app = run_app()
+    app.radio(key="source").set_value("Upload an image").run()
+    assert app.file_uploader[0].label.endswith(f"at most {limit_mb} MB")
+    assert app.file_uploader[0].proto.max_upload_size_mb == limit_mb
+
+
+def test_a_file_name_cannot_break_the_one_line_message(models_env):
+    name = "two\nlines `and` **markdown**.png"
+    app = upload(run_app(), name, b"not an image")
+    assert app.error[0].value.startswith("Cannot read `two lines 'and' **markdown**.png`: not a")
 
 
 def test_missing_models_folder_shows_what_to_run(monkeypatch, tmp_path):

@@ -2,9 +2,13 @@
 
 Draws a two-stroke "4" with the mouse and checks that both strokes reach the model (the
 canvas once lost the first stroke of a fresh page), that a prediction and every attention map
-are shown, and saves screenshots to tests/artifacts/.
+are shown; draws four digits in four tabs at once, each of which must show its own drawing's
+prediction; uploads files through the real uploader. Screenshots go to tests/artifacts/.
 """
 
+import base64
+import io
+import math
 import os
 import re
 import socket
@@ -13,8 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import expect, sync_playwright
+
+from custom_modules.inference import OnnxViT, preprocess_image, to_pixels, upscale_nearest
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +45,20 @@ FIRST_STROKE = [(90, 40), (60, 160), (190, 160)]
 SECOND_STROKE = [(160, 70), (160, 250)]
 HALF_STROKE = 14
 CANVAS = "canvas.upper-canvas"  # Fabric.js's event layer, on top of the drawing
+DRAWING = "canvas.dc-canvas.lower-canvas"  # Fabric.js's drawing, on the black background
+CIRCLE = [
+    (round(140 + 60 * math.sin(step * math.pi / 8)), round(140 - 95 * math.cos(step * math.pi / 8)))
+    for step in range(17)
+]
+# one digit per tab, each a list of strokes in canvas pixels: 1, 2, 2 and 3 strokes
+DIGITS = {
+    "0": [CIRCLE],
+    "1": [[(105, 85), (150, 45)], [(150, 45), (150, 240)]],
+    "4": [FIRST_STROKE, SECOND_STROKE],
+    "7": [[(70, 50), (210, 50)], [(210, 50), (120, 245)], [(115, 150), (200, 150)]],
+}
+MOUSE_STEP = 12  # px between the mouse events of a drag, like a quick hand
+BOX_TOLERANCE = 4  # px: the pen's round end caps reach HALF_STROKE past the points, within this
 SCRIPT_DONE = "[data-testid=stApp][data-test-script-state=notRunning]"
 
 
@@ -113,8 +135,9 @@ def draw_stroke(page, points: list[tuple[int, int]]) -> None:
     x, y = box["x"], box["y"]
     page.mouse.move(x + points[0][0], y + points[0][1])
     page.mouse.down()
-    for px, py in points[1:]:
-        page.mouse.move(x + px, y + py, steps=10)
+    for previous, (px, py) in zip(points, points[1:], strict=False):
+        steps = max(2, round(math.dist(previous, (px, py)) / MOUSE_STEP))
+        page.mouse.move(x + px, y + py, steps=steps)
     page.mouse.up()
 
 
@@ -128,6 +151,20 @@ def received(page, strokes: int) -> dict[str, int]:
     return {"left": left, "right": right, "top": top, "bottom": bottom}
 
 
+def expected_box(strokes: list[list[tuple[int, int]]]) -> dict[str, int]:
+    """The ink box of `strokes` drawn with the app's default pen (HALF_STROKE round caps)."""
+    xs, ys = (
+        [x for stroke in strokes for x, _ in stroke],
+        [y for stroke in strokes for _, y in stroke],
+    )
+    return {
+        "left": min(xs) - HALF_STROKE,
+        "right": max(xs) + HALF_STROKE,
+        "top": min(ys) - HALF_STROKE,
+        "bottom": max(ys) + HALF_STROKE,
+    }
+
+
 def assert_box_holds_both_strokes(box: dict[str, int]) -> None:
     points = FIRST_STROKE + SECOND_STROKE
     assert box["left"] <= min(x for x, _ in points) - HALF_STROKE + 3  # from the first stroke
@@ -136,7 +173,7 @@ def assert_box_holds_both_strokes(box: dict[str, int]) -> None:
     assert box["bottom"] >= max(y for _, y in points) + HALF_STROKE - 3  # from the second stroke
 
 
-def assert_prediction_shown(page) -> None:
+def assert_prediction_shown(page, uploaded_images: int = 0) -> None:
     metric = page.get_by_test_id("stMetricValue")
     metric.wait_for()
     assert re.fullmatch(r"\d", metric.inner_text().strip())
@@ -146,7 +183,7 @@ def assert_prediction_shown(page) -> None:
         for head in range(2):
             assert page.get_by_text(f"block {block}, head {head}", exact=True).count() == 1
     # the canvas' own images aside: the model input, 2 x 2 heads and the rollout
-    assert page.locator("[data-testid=stImage] img").count() == 1 + 4 + 1
+    assert page.locator("[data-testid=stImage] img").count() == uploaded_images + 1 + 4 + 1
 
 
 def screenshot(page, name: str) -> Path:
@@ -185,6 +222,34 @@ def test_strokes_after_a_prediction_and_a_new_pen_width_add_to_the_drawing(page)
     expect(page.get_by_text(re.compile("strokes? received"))).to_have_count(0)
 
 
+def upload_file(page, name: str, data: bytes) -> None:
+    """Choose a file in the uploader, as the file dialog would, and wait for the rerun."""
+    files = [{"name": name, "mimeType": "application/octet-stream", "buffer": data}]
+    page.locator("[data-testid=stFileUploader] input[type=file]").set_input_files(files=files)
+    page.get_by_text(name, exact=True).first.wait_for()
+    page.locator(SCRIPT_DONE).wait_for(state="attached")
+
+
+def test_uploads_through_the_browser_state_the_limit_and_keep_the_app_working(page, uploads):
+    page.get_by_text("Upload an image").click()
+    uploader = page.get_by_test_id("stFileUploader")
+    expect(uploader).to_contain_text("A PNG, JPEG or GIF of one digit, at most 5 MB")
+    expect(uploader).to_contain_text("5MB per file")  # Streamlit's own note, from config.toml
+
+    upload_file(page, "over-the-limit.png", uploads["over-the-limit.png"])
+    expect(uploader).to_contain_text("File must be 5.0MB or smaller.")  # refused by Streamlit
+    upload_file(page, "truncated.png", uploads["truncated.png"])
+    error = page.get_by_test_id("stAlertContentError")
+    expect(error).to_have_text(re.compile(r"^Cannot read truncated\.png: the file is damaged"))
+    upload_file(page, "animated.gif", uploads["animated.gif"])
+    expect(error).to_have_count(0)
+    expect(page.get_by_test_id("stAlertContentWarning")).to_have_text(
+        "animated.gif: an animation of 3 frames; only the first frame is classified."
+    )
+    assert_prediction_shown(page, uploaded_images=1)
+    screenshot(page, "browser-upload.png")
+
+
 def test_grid_search_tab(page):
     page.get_by_role("tab", name="Grid search").click()
     page.get_by_text("3 configurations from grid_results.csv").wait_for()
@@ -192,19 +257,60 @@ def test_grid_search_tab(page):
     screenshot(page, "browser-grid.png")
 
 
-def test_several_tabs_at_once(browser, app_url):
-    pages = [browser.new_page(viewport={"width": 1400, "height": 1200}) for _ in range(3)]
+def canvas_pixels(page) -> np.ndarray:
+    """What this tab's canvas holds (RGBA), read from the browser itself."""
+    data_url = page.locator(DRAWING).evaluate("canvas => canvas.toDataURL('image/png')")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
+
+
+def shown_model_input(page) -> np.ndarray:
+    """The "What the ViT sees" image as this tab shows it (a PNG: exact pixels)."""
+    image = page.get_by_test_id("stImage").filter(has_text="the 28×28 model input")
+    source = image.locator("img").get_attribute("src")
+    return np.asarray(Image.open(io.BytesIO(page.request.get(source).body())))
+
+
+def assert_tab_shows_its_own_prediction(page, model: OnnxViT) -> np.ndarray:
+    """The tab's model input and prediction are those of its own canvas; returns the input."""
+    x = preprocess_image(canvas_pixels(page))
+    np.testing.assert_array_equal(shown_model_input(page), upscale_nearest(to_pixels(x), 8))
+    probabilities = model.predict(x)[0][0]
+    digit = int(np.argmax(probabilities))
+    assert page.get_by_test_id("stMetricValue").inner_text().strip() == str(digit)
+    expect(page.get_by_text(f"{probabilities[digit]:.1%} probability", exact=True)).to_be_visible()
+    return x
+
+
+def load_app_at_once(pages: list, app_url: str) -> None:
+    """Start loading the app in every page, then wait for every canvas."""
+    for page in pages:
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        page.goto(app_url, wait_until="commit")
+    for page in pages:
+        page.locator(CANVAS).wait_for()
+
+
+def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, tiny_model_path):
+    """Stroke 1 in every tab, then stroke 2 in every tab...: the sessions' reruns overlap."""
+    # each page in its own browser context: its own Streamlit session
+    pages = [browser.new_page(viewport={"width": 1400, "height": 1200}) for _ in DIGITS]
     try:
-        for page in pages:
-            page.set_default_timeout(UI_TIMEOUT_MS)
-            page.goto(app_url)
-        for page in pages:
-            page.locator(CANVAS).wait_for()
-            draw_stroke(page, FIRST_STROKE)
-            draw_stroke(page, SECOND_STROKE)
-        for page in pages:
-            assert_box_holds_both_strokes(received(page, 2))
+        load_app_at_once(pages, app_url)
+        for stroke in range(max(len(strokes) for strokes in DIGITS.values())):
+            for page, strokes in zip(pages, DIGITS.values(), strict=True):
+                if stroke < len(strokes):
+                    draw_stroke(page, strokes[stroke])
+        model = OnnxViT(tiny_model_path)
+        inputs = []
+        for page, (digit, strokes) in zip(pages, DIGITS.items(), strict=True):
+            box = received(page, len(strokes))
+            for side, expected in expected_box(strokes).items():
+                assert abs(box[side] - expected) <= BOX_TOLERANCE, (digit, side, box)
             assert_prediction_shown(page)
+            inputs.append(assert_tab_shows_its_own_prediction(page, model).tobytes())
+            expect(page.get_by_test_id("stException")).to_have_count(0)
+            screenshot(page, f"browser-tab-{digit}.png")
+        assert len(set(inputs)) == len(DIGITS)  # four different drawings reached the model
     finally:
         for page in pages:
             page.close()

@@ -3,7 +3,7 @@
 import json
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +14,19 @@ from onnx import TensorProto, helper
 from PIL import Image, ImageDraw
 
 from custom_modules.inference import (
+    WORKING_PIXELS,
     ModelFileError,
     OnnxViT,
+    UploadError,
     attention_overlay,
     preprocess_image,
     read_manifest,
+    read_upload,
     softmax,
     to_pixels,
     upscale_nearest,
 )
+from tests.conftest import encode, seven, sixteen_bit_png
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
@@ -121,9 +125,9 @@ def test_float_and_bool_inputs_match_uint8():
     image = draw()
     expected = preprocess_image(image)
     np.testing.assert_allclose(preprocess_image(image / 255.0), expected, atol=1e-5)
-    np.testing.assert_allclose(
-        preprocess_image((image / 255.0).astype(np.float32)), expected, atol=1e-5
-    )
+    for dtype in (np.float16, np.float32):
+        scaled = (image / 255.0).astype(dtype)
+        np.testing.assert_allclose(preprocess_image(scaled), expected, atol=2e-3)
     assert preprocess_image(image > 127) is not None
 
 
@@ -191,6 +195,102 @@ def test_real_mnist_digits_survive_a_trip_through_the_canvas(mnist_digits, scale
         assert np.abs(pixels - digit).mean() < 0.05 * 255
 
 
+# -------------------------------------------------------------------------------- uploads
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("not-an-image.png", "^not a PNG, JPEG or GIF image"),
+        ("empty.png", "^not a PNG, JPEG or GIF image"),
+        ("bitmap.png", "^not a PNG, JPEG or GIF image"),
+        ("truncated.png", "^the file is damaged or truncated"),
+        ("bomb-20000x20000.png", "89,478,485 pixels, refused as a possible decompression bomb"),
+        ("bomb-10000x10000.png", "89,478,485 pixels, refused as a possible decompression bomb"),
+        ("huge-6000x6000.png", "^6000×6000 px is more than the 16.8 megapixels"),
+    ],
+)
+def test_unusable_uploads_raise_one_line_upload_errors(uploads, name, message):
+    with pytest.raises(UploadError, match=message) as info:
+        read_upload(uploads[name])
+    assert "\n" not in str(info.value) and isinstance(info.value, ValueError)
+
+
+def test_the_bomb_check_leaves_pillows_limit_and_the_warning_filters_as_they_were(uploads):
+    filters = list(warnings.filters)
+    for name in ("bomb-10000x10000.png", "bomb-20000x20000.png"):
+        with pytest.raises(UploadError):
+            read_upload(uploads[name])
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # Pillow's default: on, never disabled
+    assert warnings.filters == filters
+
+
+def test_a_bomb_is_refused_even_if_its_warning_is_not_an_error(uploads, monkeypatch):
+    """What another thread leaving its warnings.catch_warnings() block could do to ours."""
+    monkeypatch.setattr(warnings, "simplefilter", lambda *args, **kwargs: None)
+    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(UploadError, match="10000×"):
+        read_upload(uploads["bomb-10000x10000.png"])
+
+
+@pytest.mark.parametrize(
+    "name", ["sixteen-bit.png", "palette.png", "palette-transparent.png", "animated.gif"]
+)
+def test_odd_but_lossless_uploads_give_exactly_the_sevens_input(uploads, name):
+    expected = preprocess_image(np.asarray(seven()))
+    np.testing.assert_allclose(preprocess_image(read_upload(uploads[name]).pixels), expected)
+
+
+def test_cmyk_jpeg_gives_the_sevens_input(uploads):
+    pixels = pixels_of(read_upload(uploads["cmyk.jpg"]).pixels)
+    assert correlation(pixels, pixels_of(np.asarray(seven()))) > 0.98
+
+
+def test_sixteen_bit_levels_are_scaled_to_8_bits_not_clipped():
+    faint_ink = read_upload(sixteen_bit_png(scale=120)).pixels  # ink at 30600 of 65535
+    assert faint_ink.dtype == np.uint8 and set(np.unique(faint_ink)) == {0, 119}
+    np.testing.assert_array_equal(read_upload(sixteen_bit_png()).pixels, np.asarray(seven()))
+
+
+@pytest.mark.parametrize(
+    ("name", "description", "warning"),
+    [
+        ("animated.gif", "GIF, palette, 200×240 px", "an animation of 3 frames; only the first"),
+        ("sixteen-bit.png", "PNG, 16-bit greyscale, 200×240 px", None),
+        ("cmyk.jpg", "JPEG, CMYK, 200×240 px", None),
+        ("palette-transparent.png", "PNG, palette with transparency, 200×240 px", None),
+        ("one-pixel.png", "PNG, greyscale, 1×1 px", None),
+        ("wide-10000x10.png", "PNG, greyscale, 10000×10 px", "10000×10 px is far more elongated"),
+    ],
+)
+def test_uploads_are_described_in_one_line(uploads, name, description, warning):
+    upload = read_upload(uploads[name])
+    assert upload.description == description
+    assert [w.startswith(warning) for w in upload.warnings] == ([True] if warning else [])
+
+
+def test_one_pixel_is_blank_and_a_long_thin_image_is_read_whole(uploads):
+    assert preprocess_image(read_upload(uploads["one-pixel.png"]).pixels) is None
+    wide = read_upload(uploads["wide-10000x10.png"]).pixels
+    assert wide.shape == (10, 10000)  # not shrunk to 1024x1: only the area counts
+    assert preprocess_image(wide) is not None
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG"])
+def test_big_photos_are_shrunk_to_about_a_megapixel(image_format):
+    photo = seven((3000, 2000)).resize((3000, 2000))
+    upload = read_upload(encode(photo, image_format))
+    height, width = upload.pixels.shape
+    assert width * height <= WORKING_PIXELS and abs(width / height - 1.5) < 0.01
+    assert upload.description.endswith(f", shrunk to {width}×{height}")
+
+
+def test_exif_orientation_is_applied():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
+    upload = read_upload(encode(seven(), "JPEG", exif=exif))
+    assert upload.pixels.shape == (200, 240)
+
+
 # -------------------------------------------------------------------------------- OnnxViT
 
 
@@ -233,16 +333,6 @@ def test_softmax_is_stable_for_huge_logits():
     probabilities = softmax(np.array([[1000.0, 0.0, -1000.0]]))
     assert np.isfinite(probabilities).all()
     np.testing.assert_allclose(probabilities, [[1.0, 0.0, 0.0]])
-
-
-def test_concurrent_predictions_match_sequential_ones(model):
-    rng = np.random.default_rng(1)
-    inputs = [rng.standard_normal((1, 1, 28, 28), dtype=np.float32) for _ in range(16)]
-    expected = [model.predict(x)[0] for x in inputs]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(lambda x: model.predict(x)[0], inputs))
-    for got, want in zip(results, expected, strict=True):
-        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize(
