@@ -14,6 +14,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, help="its PyTorch checkpoint (.pt)")
     parser.add_argument("--calls", type=int, default=1000, help="timed batch-1 calls per row")
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument(
+        "--rounds", type=int, default=10, help="the runtimes take turns, calls/rounds at a time"
+    )
     parser.add_argument("--throughput-batch", type=int, default=256)
     return parser.parse_args()
 
@@ -73,26 +77,49 @@ def stats(times: np.ndarray) -> tuple[float, float]:
     return float(np.percentile(times, 50) * 1e6), float(np.percentile(times, 90) * 1e6)
 
 
-def measure_torch(checkpoint: Path, threads: int, args, one, many) -> dict[str, float]:
+Runner = tuple[Callable[[], object], Callable[[], object]]  # (batch 1, throughput batch)
+
+
+def runners(
+    checkpoint: Path, onnx_path: Path, variants: dict[str, Path], threads: int, one, many
+) -> dict[str, Runner]:
+    """Every runtime to compare, each computing the same outputs on `threads` threads."""
     graph = ExportedViT(load_checkpoint(checkpoint)).eval()  # the same outputs as the ONNX file
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            single = time_calls(lambda: graph(torch.from_numpy(one)), args.calls, args.warmup)
-            batch = time_calls(lambda: graph(torch.from_numpy(many)), 10, 2)
-    finally:
-        torch.set_num_threads(previous)
-    return summarize(single, batch, len(many))
+    result = {
+        "PyTorch eager": (
+            lambda: graph(torch.from_numpy(one)),
+            lambda: graph(torch.from_numpy(many)),
+        )
+    }
+
+    def onnx(path: Path, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> Runner:
+        session = onnx_session(path, threads, level)
+        return (
+            lambda: session.run(None, {INPUT_NAME: one}),
+            lambda: session.run(None, {INPUT_NAME: many}),
+        )
+
+    for label, level in LEVELS.items():
+        result[f"ONNX Runtime, {label} optimisations"] = onnx(onnx_path, level)
+    for label, path in variants.items():
+        result[label] = onnx(path)
+    return result
 
 
-def measure_onnx(
-    path: Path, threads: int, args, one, many, level=ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-) -> dict[str, float]:
-    session = onnx_session(path, threads, level)
-    single = time_calls(lambda: session.run(None, {INPUT_NAME: one}), args.calls, args.warmup)
-    batch = time_calls(lambda: session.run(None, {INPUT_NAME: many}), 10, 2)
-    return summarize(single, batch, len(many))
+def measure_interleaved(
+    runs: dict[str, Runner], calls: int, warmup: int, rounds: int, batch_size: int
+) -> dict[str, dict[str, float]]:
+    """Time the runtimes in turn, `rounds` times, so that drift of the machine hits all alike."""
+    for single, _ in runs.values():
+        time_calls(single, 0, warmup)
+    times = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, (single, _) in runs.items():
+            times[label].append(time_calls(single, calls // rounds, 0))
+    return {
+        label: summarize(np.concatenate(times[label]), time_calls(batch, 10, 2), batch_size)
+        for label, (_, batch) in runs.items()
+    }
 
 
 def summarize(single: np.ndarray, batch: np.ndarray, batch_size: int) -> dict[str, float]:
@@ -125,7 +152,8 @@ def main() -> int:
     print(
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
         f"{all_threads} CPU threads; batch-1 latency over {args.calls} calls after "
-        f"{args.warmup} warm-up calls; throughput at batch {args.throughput_batch}"
+        f"{args.warmup} warm-up calls, the runtimes taking turns in {args.rounds} rounds; "
+        f"throughput at batch {args.throughput_batch}"
     )
     header = (
         f"{'runtime':<40} {'threads':>7} {'p50 µs':>8} {'p90 µs':>8} {'img/s':>8} {'speed-up':>8}"
@@ -145,19 +173,22 @@ def main() -> int:
             )
             print(header)
             print("-" * len(header))
+            variants = {
+                "ONNX Runtime + transformer fusions": fused,
+                "ONNX Runtime INT8 (dynamic quantisation)": int8,
+            }
             for threads in sorted({1, all_threads}):
-                base = measure_torch(checkpoint, threads, args, one, many)
-                rows = {"PyTorch eager": base}
-                for label, level in LEVELS.items():
-                    rows[f"ONNX Runtime, {label} optimisations"] = measure_onnx(
-                        onnx_path, threads, args, one, many, level
-                    )
-                rows["ONNX Runtime + transformer fusions"] = measure_onnx(
-                    fused, threads, args, one, many
-                )
-                rows["ONNX Runtime INT8 (dynamic quantisation)"] = measure_onnx(
-                    int8, threads, args, one, many
-                )
+                runs = runners(checkpoint, onnx_path, variants, threads, one, many)
+                previous = torch.get_num_threads()
+                torch.set_num_threads(threads)
+                try:
+                    with torch.inference_mode():
+                        rows = measure_interleaved(
+                            runs, args.calls, args.warmup, args.rounds, len(many)
+                        )
+                finally:
+                    torch.set_num_threads(previous)
+                base = rows["PyTorch eager"]
                 for runtime, r in rows.items():
                     print(
                         f"{runtime:<40} {threads:>7} {r['p50']:>8.0f} {r['p90']:>8.0f} "

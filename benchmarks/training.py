@@ -28,9 +28,10 @@ from custom_modules.training import (  # noqa: E402
 )
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig  # noqa: E402
 
+# the grid's smallest and largest configuration, and the training steps timed for each
 CONFIGS = {
-    "smallest": ViTConfig(emb_dim=64, num_heads=2, n_layers=1, mlp_ratio=2),
-    "largest": ViTConfig(emb_dim=256, num_heads=4, n_layers=3, mlp_ratio=4),
+    "smallest": (ViTConfig(emb_dim=64, num_heads=2, n_layers=1, mlp_ratio=2), 200),
+    "largest": (ViTConfig(emb_dim=256, num_heads=4, n_layers=3, mlp_ratio=4), 40),
 }
 
 
@@ -44,7 +45,9 @@ class Measurement:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--steps", type=int, default=40, help="timed training steps per path")
+    parser.add_argument(
+        "--steps-scale", type=float, default=1.0, help="multiply every configuration's steps"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--seed", type=int, default=0)
@@ -92,9 +95,10 @@ def main() -> int:
     except MnistDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    n_train = (args.steps + 5) * args.batch_size
+    max_steps = max(round(steps * args.steps_scale) for _, steps in CONFIGS.values())
+    n_train = (max_steps + 5) * args.batch_size
     data = split_mnist(mnist, val_size=2000, seed=args.seed, train_subset=n_train)
-    batches = [
+    all_batches = [
         (data.train_images[i : i + args.batch_size], data.train_labels[i : i + args.batch_size])
         for i in range(0, n_train, args.batch_size)
     ]
@@ -113,7 +117,7 @@ def main() -> int:
     fast = TrainingPath.fast(cpu)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"CPU bf16: {cpu_has_bf16()}; {args.steps} steps of batch {args.batch_size} per path; "
+        f"CPU bf16: {cpu_has_bf16()}; batch {args.batch_size}; "
         f"the grid's default (fast) path: {fast}"
     )
     header = (
@@ -121,7 +125,9 @@ def main() -> int:
     )
     print(header)
     print("-" * len(header))
-    for config_name, config in CONFIGS.items():
+    for config_name, (config, steps) in CONFIGS.items():
+        batches = all_batches[: 3 + round(steps * args.steps_scale)]
+        print(f"{config_name}: {len(batches) - 3} timed steps after 3 untimed ones")
         results = {}
         runs = list(paths.items())
         if args.compile:
