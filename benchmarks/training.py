@@ -131,7 +131,7 @@ def main() -> int:
         results = {}
         runs = list(paths.items())
         if args.compile:
-            runs.append((f"torch.compile + {fast}", fast))
+            runs.append(("torch.compile + the fast path", fast))
         for label, path in runs:
             compile_model = label.startswith("torch.compile")
             results[label] = result = measure(
