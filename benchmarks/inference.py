@@ -23,9 +23,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custom_modules.inference import OnnxViT, preprocess_image  # noqa: E402
+from custom_modules.inference import (  # noqa: E402
+    INPUT_NAME,  # noqa: E402
+    OnnxViT,
+    preprocess_image,
+)
 from custom_modules.latency import onnx_session, time_calls  # noqa: E402
-from custom_modules.onnx_export import INPUT_NAME, ExportedViT  # noqa: E402
+from custom_modules.onnx_export import ExportedViT  # noqa: E402
 from custom_modules.onnx_variants import (  # noqa: E402
     fuse_transformer_ops,
     max_difference,

@@ -8,7 +8,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from custom_modules.onnx_export import INPUT_NAME, ExportedViT
+from custom_modules.inference import INPUT_NAME
+from custom_modules.onnx_export import ExportedViT
 from custom_modules.vision_transformer import VisionTransformer
 
 

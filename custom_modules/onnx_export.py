@@ -10,19 +10,12 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from custom_modules.inference import INPUT_NAME, output_names
 from custom_modules.vision_transformer import VisionTransformer
-
-INPUT_NAME = "input"
-OPSET = 18
 
 
 class ExportError(RuntimeError):
     """The exported graph does not reproduce PyTorch's outputs."""
-
-
-def output_names(n_layers: int) -> list[str]:
-    """`logits`, one `cls_attention_i` per block, then `attention_rollout`."""
-    return ["logits", *(f"cls_attention_{i}" for i in range(n_layers)), "attention_rollout"]
 
 
 class ExportedViT(nn.Module):

@@ -13,9 +13,7 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
 
-INPUT_NAME = "input"
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
+from custom_modules.inference import INPUT_NAME, MNIST_MEAN, MNIST_STD
 
 
 def _replace_atomically(write, path: Path) -> Path:

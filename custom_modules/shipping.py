@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from custom_modules.inference import INPUT_NAME
 from custom_modules.latency import onnx_session, time_calls
-from custom_modules.onnx_export import INPUT_NAME
 from custom_modules.onnx_variants import onnx_accuracy, quantize_int8
 from custom_modules.training import DataSplits
 

@@ -15,11 +15,9 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from torch import nn
 from tqdm.auto import tqdm
 
+from custom_modules.inference import MNIST_MEAN, MNIST_STD
 from custom_modules.mnist_data import Mnist
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
-
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
 
 
 def select_device(name: str = "auto") -> torch.device:

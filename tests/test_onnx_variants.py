@@ -7,7 +7,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from custom_modules.onnx_export import export_onnx, output_names
+from custom_modules.inference import output_names
+from custom_modules.onnx_export import export_onnx
 from custom_modules.onnx_variants import (
     fuse_transformer_ops,
     max_difference,

@@ -13,8 +13,9 @@ import torch
 
 import grid_search_mnist
 from custom_modules import onnx_export
+from custom_modules.inference import output_names
 from custom_modules.mnist_data import Mnist, write_idx
-from custom_modules.onnx_export import ExportError, export_onnx, output_names
+from custom_modules.onnx_export import ExportError, export_onnx
 from custom_modules.results_table import ResultsTableError, append_result, read_results
 from custom_modules.training import (
     TrainConfig,
