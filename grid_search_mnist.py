@@ -291,6 +291,11 @@ class WandbLogger:
         return "" if self.run is None else f"{self.run.project}/{self.run.id}"
 
 
+def training_state_path(output_dir: Path, name: str) -> Path:
+    """Where a run's training state waits, epoch by epoch, until its row is in the table."""
+    return output_dir / "train_state" / f"{name}.pt"
+
+
 def run_config(
     config: dict[str, int], args: argparse.Namespace, data: DataSplits, device: torch.device
 ) -> dict:
@@ -320,7 +325,8 @@ def run_config(
         args.output_dir,
     )
     try:
-        result = train_model(model, data, train_config, on_epoch=logger.log)
+        state_path = training_state_path(args.output_dir, name)
+        result = train_model(model, data, train_config, logger.log, state_path)
         val = evaluate(model, data.val_images, data.val_labels)
         test = evaluate(model, data.test_images, data.test_labels)
         model = model.to("cpu").eval()
@@ -375,6 +381,7 @@ class GridProgress:
     def record(self, row: dict, seconds: float) -> None:
         """Append the row (raises ResultsTableError when the table cannot be written)."""
         append_result(self.results_path, row)
+        training_state_path(self.results_path.parent, row["run_id"]).unlink(missing_ok=True)
         self.finished.append(row["run_id"])
         print(
             f"[{self.ended}/{self.total}] {row['run_id']}: val acc {row['val_accuracy']:.4f}, "

@@ -5,7 +5,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -212,13 +212,43 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
+def _save_training_state(path: Path, state: dict) -> None:
+    """Everything needed to go on after the epoch just finished, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(state, tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _load_training_state(path: Path | None, setup: dict) -> dict | None:
+    """The state saved by an interrupted run of the same setup, or None to start afresh."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged file: say so, and train from the start
+        print(f"{path}: cannot read the saved training state ({err}); starting afresh")
+        return None
+    if state.get("setup") != setup:
+        print(f"{path}: saved for another model or schedule; starting afresh")
+        return None
+    return state
+
+
 def train_model(
     model: nn.Module,
     data: DataSplits,
     config: TrainConfig,
     on_epoch: Callable[[dict], None] | None = None,
+    state_path: str | Path | None = None,
 ) -> TrainResult:
-    """AdamW + warm-up/cosine; early-stop on validation loss and restore the best weights."""
+    """AdamW + warm-up/cosine; early-stop on validation loss and restore the best weights.
+
+    With `state_path`, the training state is saved after every epoch and a rerun goes on from there.
+    """
     device = data.train_images.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
     n_train = len(data.train_labels)
@@ -234,8 +264,24 @@ def train_model(
 
     result = TrainResult()
     best_loss, best_state, bad_epochs = math.inf, None, 0
-    train_seconds = 0.0
-    for epoch in tqdm(range(1, config.epochs + 1), desc="epochs", leave=False, disable=None):
+    train_seconds, start_epoch, stopped = 0.0, 1, False
+    state_path = None if state_path is None else Path(state_path)
+    setup = {"train": asdict(config), "model": model.config.to_dict(), "n_train": n_train}
+    if (saved := _load_training_state(state_path, setup)) is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])  # dropout draws from it
+        best_loss, best_state = saved["best_loss"], saved["best_state"]
+        bad_epochs = saved["bad_epochs"]
+        result.history, result.best_epoch = saved["history"], saved["best_epoch"]
+        train_seconds, stopped = saved["train_seconds"], saved["stopped"]
+        start_epoch = len(result.history) + 1
+        print(f"{state_path}: resuming after epoch {start_epoch - 1}")
+
+    epochs = range(start_epoch, config.epochs + 1 if not stopped else start_epoch)
+    for epoch in tqdm(epochs, desc="epochs", leave=False, disable=None):
         model.train()
         order = torch.randperm(n_train, generator=generator, device=device)
         running_loss, started = torch.zeros((), device=device), time.perf_counter()
@@ -263,16 +309,35 @@ def train_model(
             **{f"val_{k}": v for k, v in val.items()},
         }
         result.history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-
         if val["loss"] < best_loss:
             best_loss, bad_epochs, result.best_epoch = val["loss"], 0, epoch
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
-            if bad_epochs >= config.patience:
-                break
+            stopped = bad_epochs >= config.patience
+        if state_path is not None:
+            _save_training_state(
+                state_path,
+                {
+                    "setup": setup,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "best_loss": best_loss,
+                    "best_state": best_state,
+                    "bad_epochs": bad_epochs,
+                    "best_epoch": result.best_epoch,
+                    "history": result.history,
+                    "train_seconds": train_seconds,
+                    "stopped": stopped,
+                },
+            )
+        if on_epoch is not None:
+            on_epoch(record)
+        if stopped:
+            break
 
     model.load_state_dict(best_state)
     result.epochs_run = len(result.history)

@@ -108,3 +108,16 @@ def test_killed_during_training_then_rerun(grid_inputs, uninterrupted, tmp_path:
     assert_no_broken_artifacts(output_dir)
     run_to_end(command)
     assert rows(output_dir) == uninterrupted
+
+
+def test_killed_between_epochs_then_rerun_resumes(grid_inputs, uninterrupted, tmp_path) -> None:
+    output_dir = tmp_path / "out"
+    command = grid_command(*grid_inputs, output_dir)
+    state = output_dir / "train_state" / "vit-e16-h2-l1-m2.pt"
+    kill_when(command, state.exists)  # its first epoch is saved; the second is under way
+    assert not (output_dir / "results.csv").exists()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{state}: resuming after epoch" in done.stdout
+    assert rows(output_dir) == uninterrupted
+    assert not list((output_dir / "train_state").iterdir())  # states go once their rows are in

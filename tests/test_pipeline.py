@@ -337,3 +337,56 @@ def test_tiny_grid_runs_end_to_end_then_resumes(tmp_path: Path, monkeypatch, cap
     capsys.readouterr()
     assert grid_search_mnist.main(argv) == 0
     assert "2 done, 0 to run" in capsys.readouterr().out
+
+
+class Interrupted(Exception):
+    """Stands for a kill between two epochs."""
+
+
+def test_interrupted_training_resumes_where_it_stopped(tmp_path: Path) -> None:
+    data = split_mnist(synthetic_mnist(n_train=200), val_size=50, seed=0)
+    config = TrainConfig(epochs=4, batch_size=32, patience=10, seed=1)  # augment and dropout on
+    state_path = tmp_path / "state" / "run.pt"
+
+    torch.manual_seed(0)
+    uninterrupted = VisionTransformer(ViTConfig(**TINY))
+    expected = train_model(uninterrupted, data, config)
+
+    def stop_after_epoch_2(record: dict) -> None:
+        if record["epoch"] == 2:
+            raise Interrupted
+
+    torch.manual_seed(0)
+    with pytest.raises(Interrupted):
+        train_model(
+            VisionTransformer(ViTConfig(**TINY)), data, config, stop_after_epoch_2, state_path
+        )
+    assert state_path.exists() and not list(state_path.parent.glob(".*.tmp"))
+
+    torch.manual_seed(123)  # another start: everything must come from the saved state
+    resumed = VisionTransformer(ViTConfig(**TINY))
+    epochs_seen = []
+    result = train_model(
+        resumed, data, config, lambda r: epochs_seen.append(r["epoch"]), state_path
+    )
+    assert epochs_seen == [3, 4]
+    assert result.history == expected.history and result.best_epoch == expected.best_epoch
+    for name, value in uninterrupted.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("damage", ["other schedule", "corrupt file"])
+def test_unusable_training_state_starts_afresh(tmp_path: Path, damage: str, capsys) -> None:
+    data = split_mnist(synthetic_mnist(n_train=100), val_size=20, seed=0)
+    config = TrainConfig(epochs=2, batch_size=50, augment=False)
+    state_path = tmp_path / "run.pt"
+    train_model(VisionTransformer(ViTConfig(**TINY)), data, config, state_path=state_path)
+    if damage == "corrupt file":
+        state_path.write_bytes(state_path.read_bytes()[:100])
+    else:
+        config = TrainConfig(epochs=3, batch_size=50, augment=False)
+    epochs_seen = []
+    model = VisionTransformer(ViTConfig(**TINY))
+    train_model(model, data, config, lambda r: epochs_seen.append(r["epoch"]), state_path)
+    assert epochs_seen == list(range(1, config.epochs + 1))
+    assert "starting afresh" in capsys.readouterr().out
