@@ -29,7 +29,10 @@ NOISE_FLOOR = 0.08  # fainter than this after the contrast stretch: paper textur
 MIN_INK_FRACTION = 5e-4  # a digit covers more than a few stray pixels
 MIN_INK_PIXELS = 3
 
-PRODUCE_MODELS = "produce it with `python grid_search_mnist.py --select` (README, section 'Models')"
+PRODUCE_MODELS = (
+    "restore it from git, or make the models with `python grid_search_mnist.py --ship` "
+    "(see models/README.md)"
+)
 
 
 class ModelFileError(RuntimeError):

@@ -1,0 +1,79 @@
+"""The shipped models in models/ agree with their manifest: files, interface, sizes, accuracy."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from custom_modules.inference import INPUT_NAME, OnnxViT, output_names, read_manifest
+from custom_modules.mnist_data import load_mnist
+from custom_modules.onnx_variants import onnx_accuracy
+from custom_modules.training import load_checkpoint, normalize
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = Path(os.environ.get("VIT_DIGITS_MODELS_DIR", ROOT / "models"))  # as in the app
+MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+
+if not (MODELS_DIR / "manifest.json").exists():
+    pytest.skip("models/manifest.json is not shipped yet", allow_module_level=True)
+
+MANIFEST = json.loads((MODELS_DIR / "manifest.json").read_text())
+NAMES = list(MANIFEST["models"])
+
+
+def test_the_app_can_read_the_manifest_and_both_models_are_there() -> None:
+    manifest = read_manifest(MODELS_DIR)
+    assert {"Fast", "Large"} <= set(manifest.models)
+    assert manifest.grid_results == MODELS_DIR / "grid_results.csv"
+    assert manifest.grid_results.is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_file_size_and_interface_match_the_manifest(name: str) -> None:
+    entry = MANIFEST["models"][name]
+    path = MODELS_DIR / entry["file"]
+    assert path.stat().st_size == entry["size_bytes"]
+    config = entry["config"]
+    graph = onnx.load(path).graph
+    (image_input,) = graph.input
+    assert image_input.name == INPUT_NAME
+    dims = [d.dim_value or d.dim_param for d in image_input.type.tensor_type.shape.dim]
+    assert dims[1:] == [1, 28, 28] and isinstance(dims[0], str)  # a dynamic batch
+    assert [o.name for o in graph.output] == output_names(config["n_layers"])
+
+    model = OnnxViT(path)
+    assert (model.n_layers, model.num_heads) == (config["n_layers"], config["num_heads"])
+    image = np.random.default_rng(0).standard_normal((3, 1, 28, 28), dtype=np.float32)
+    probabilities, attention = model.predict(image)
+    assert probabilities.shape == (3, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    assert [a.shape for a in attention] == [(3, config["num_heads"], 7, 7)] * config["n_layers"]
+    assert VisionTransformer(ViTConfig(**config)).num_parameters() == entry["params"]
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if "int8_of" not in MANIFEST["models"][n]])
+def test_onnx_file_is_the_export_of_the_shipped_checkpoint(name: str) -> None:
+    entry = MANIFEST["models"][name]
+    checkpoint = load_checkpoint(MODELS_DIR / entry["checkpoint"])
+    assert {key: checkpoint.config.to_dict()[key] for key in entry["config"]} == entry["config"]
+    images = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        expected = torch.softmax(checkpoint(normalize(images)), dim=-1).numpy()
+    probabilities, _ = OnnxViT(MODELS_DIR / entry["file"]).predict(normalize(images).numpy())
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST_DIR.exists(), reason="needs MNIST at ../shared/data/mnist")
+@pytest.mark.parametrize("name", NAMES)
+def test_test_accuracy_in_the_manifest_is_what_the_file_scores(name: str) -> None:
+    mnist = load_mnist(MNIST_DIR, download=False)
+    path = MODELS_DIR / MANIFEST["models"][name]["file"]
+    accuracy = onnx_accuracy(path, mnist.test_images, mnist.test_labels)
+    # the manifest's figure comes from PyTorch; ONNX Runtime may flip a borderline image or two
+    assert accuracy == pytest.approx(MANIFEST["models"][name]["test_accuracy"], abs=2e-4)
