@@ -185,8 +185,8 @@ def test_missing_models_folder_shows_what_to_run(monkeypatch, tmp_path):
     monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path / "no-models"))
     app = run_app()
     message = app.error[0].value
-    assert "manifest.json" in message and "grid_search_mnist.py --select" in message
-    assert "Models" in message
+    assert "manifest.json" in message and "grid_search_mnist.py --ship" in message
+    assert "models/README.md" in message
 
 
 def test_missing_model_file_shows_what_to_run(monkeypatch, tmp_path, tiny_models_dir):
@@ -195,7 +195,7 @@ def test_missing_model_file_shows_what_to_run(monkeypatch, tmp_path, tiny_models
     monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
     app = run_app()
     message = app.error[0].value
-    assert str(tmp_path / "vit-fast.onnx") in message and "--select" in message
+    assert str(tmp_path / "vit-fast.onnx") in message and "--ship" in message
 
 
 def test_grid_search_tab_shows_the_table_and_the_chart(models_env):

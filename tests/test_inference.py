@@ -426,7 +426,7 @@ def test_read_manifest(tiny_models_dir):
 
 
 def test_missing_manifest_says_how_to_make_one(tmp_path):
-    with pytest.raises(ModelFileError, match="manifest.json.*grid_search_mnist.py --select"):
+    with pytest.raises(ModelFileError, match="manifest.json.*grid_search_mnist.py --ship"):
         read_manifest(tmp_path)
 
 
