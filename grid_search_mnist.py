@@ -30,10 +30,15 @@ from pathlib import Path
 import torch
 from sklearn.model_selection import ParameterGrid
 
-from custom_modules.latency import benchmark_latency
+from custom_modules.latency import benchmark_latency, onnx_latencies_interleaved
 from custom_modules.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
 from custom_modules.onnx_export import export_onnx
-from custom_modules.results_table import ResultsTableError, append_result, read_results
+from custom_modules.results_table import (
+    ResultsTableError,
+    append_result,
+    read_results,
+    update_results,
+)
 from custom_modules.selection import FAST_MARGIN, select_models
 from custom_modules.shipping import ship_models
 from custom_modules.training import (
@@ -129,6 +134,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="print the Fast/Large choice made from --results-table, then stop",
     )
     parser.add_argument(
+        "--retime",
+        action="store_true",
+        help="time the ONNX files of every run in --results-table again, all in one sitting and "
+        "taking turns (files read from --output-dir), update their ONNX p50/p90, then stop",
+    )
+    parser.add_argument(
         "--ship",
         action="store_true",
         help="train the chosen configurations with this command's budget into --output-dir, "
@@ -138,7 +149,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--results-table",
         type=Path,
         default=Path("models/grid_results.csv"),
-        help="the grid's results that --select and --ship choose from",
+        help="the grid's results that --select and --ship choose from (and --retime updates)",
     )
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--epochs", type=int, default=15)
@@ -454,6 +465,32 @@ def chosen_configs(results_table: Path) -> dict[str, dict[str, int]]:
     return {name: {key: int(row[key]) for key in GRID_KEYS} for name, row in chosen.items()}
 
 
+def retime(results_table: Path, output_dir: Path, threads: int, calls: int) -> None:
+    """Re-measure every run's ONNX latency in one sitting and write it into the table."""
+    rows = read_results(results_table)
+    if not rows:
+        raise ValueError(f"{results_table}: the results table is empty: run the grid first")
+    paths = [output_dir / row["onnx_file"] for row in rows]
+    if missing := [str(path) for path in paths if not path.is_file()]:
+        raise ValueError(
+            f"ONNX files not found (is --output-dir the grid's?): {', '.join(missing)}"
+        )
+    print(
+        f"timing {len(paths)} ONNX files in turns, {calls} batch-1 calls each, {threads} thread(s)"
+    )
+    latencies = onnx_latencies_interleaved(paths, threads, calls)
+    changes = {}
+    for row, latency in zip(rows, latencies, strict=True):
+        print(
+            f"  {row['run_id']:<20} ONNX p50 {float(row['onnx_p50_us']):>7.1f} -> "
+            f"{latency['onnx_p50_us']:>7.1f} µs"
+        )
+        changes[row["run_id"]] = {key: round(value, 1) for key, value in latency.items()}
+        changes[row["run_id"]]["bench_threads"] = threads
+    update_results(results_table, changes)
+    print(f"updated {results_table}")
+
+
 def output_dir_error(output_dir: Path) -> str | None:
     """Why the output folder cannot be written, or None; checked before any training."""
     try:
@@ -473,6 +510,13 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
     if error := backend_args_error(args):
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.retime:
+        try:
+            retime(args.results_table, args.output_dir, args.bench_threads, args.bench_calls)
+        except (ResultsTableError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     try:
         if args.select or args.ship:
             chosen = chosen_configs(args.results_table)

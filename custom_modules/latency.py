@@ -79,3 +79,30 @@ def benchmark_latency(
         results[f"{name}_p90_us"] = float(np.percentile(single, 90) * 1e6)
         results[f"{name}_images_per_s"] = float(throughput_batch / np.median(batch))
     return results
+
+
+def onnx_latencies_interleaved(
+    paths: list[Path], threads: int = 1, n_calls: int = 1000, rounds: int = 10, n_warmup: int = 100
+) -> list[dict[str, float]]:
+    """Batch-1 p50/p90 (µs) of several ONNX files timed in turns, so drift hits all alike.
+
+    Each round times `n_calls // rounds` calls of every model, the models' order rotating.
+    """
+    image = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
+    runs = []
+    for path in paths:
+        session = onnx_session(path, threads)
+        runs.append(lambda session=session: session.run(None, {INPUT_NAME: image}))
+    for run in runs:
+        time_calls(run, 0, n_warmup)  # warm-up only
+    times: list[list[np.ndarray]] = [[] for _ in paths]
+    for round_index in range(rounds):
+        for i in np.roll(np.arange(len(paths)), round_index):
+            times[i].append(time_calls(runs[i], max(1, n_calls // rounds), 0))
+    return [
+        {
+            "onnx_p50_us": float(np.percentile(np.concatenate(t), 50) * 1e6),
+            "onnx_p90_us": float(np.percentile(np.concatenate(t), 90) * 1e6),
+        }
+        for t in times
+    ]

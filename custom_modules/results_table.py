@@ -76,8 +76,22 @@ def append_result(path: str | Path, row: dict) -> None:
         _rewrite_with(path, row)
 
 
+def update_results(path: str | Path, changes: dict[str, dict]) -> None:
+    """Overwrite some columns of existing rows: `changes` maps run_id -> {column: value}."""
+    path = Path(path)
+    with path.with_name(f".{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = read_results(path)
+        if unknown := set(changes) - {row["run_id"] for row in rows}:
+            raise ResultsTableError(f"{path}: no row for {', '.join(sorted(unknown))}")
+        _write_rows(path, [{**row, **changes.get(row["run_id"], {})} for row in rows])
+
+
 def _rewrite_with(path: Path, row: dict) -> None:
-    rows = read_results(path) + [{key: row.get(key, "") for key in FIELDS}]
+    _write_rows(path, read_results(path) + [{key: row.get(key, "") for key in FIELDS}])
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
     tmp_path = path.with_name(f".{path.name}.tmp")
     try:
         with tmp_path.open("w", newline="") as f:

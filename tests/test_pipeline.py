@@ -16,7 +16,12 @@ from custom_modules import onnx_export
 from custom_modules.inference import output_names
 from custom_modules.mnist_data import Mnist, write_idx
 from custom_modules.onnx_export import ExportError, export_onnx
-from custom_modules.results_table import ResultsTableError, append_result, read_results
+from custom_modules.results_table import (
+    ResultsTableError,
+    append_result,
+    read_results,
+    update_results,
+)
 from custom_modules.training import (
     TrainConfig,
     evaluate,
@@ -208,6 +213,19 @@ def test_results_table_appends_rows(tmp_path: Path) -> None:
     rows = read_results(path)
     assert [r["run_id"] for r in rows] == ["a", "b"] and rows[0]["test_accuracy"] == "0.5"
     assert not list(tmp_path.glob("*.tmp"))  # no temporary file left
+
+
+def test_results_table_updates_columns_of_existing_rows(tmp_path: Path) -> None:
+    path = tmp_path / "results.csv"
+    append_result(path, {"run_id": "a", "onnx_p50_us": 100.0, "test_accuracy": 0.5})
+    append_result(path, {"run_id": "b", "onnx_p50_us": 200.0})
+    update_results(path, {"b": {"onnx_p50_us": 150.0}})
+    rows = read_results(path)
+    assert [(r["run_id"], r["onnx_p50_us"]) for r in rows] == [("a", "100.0"), ("b", "150.0")]
+    assert rows[0]["test_accuracy"] == "0.5"
+    with pytest.raises(ResultsTableError, match="no row for c"):
+        update_results(path, {"c": {"onnx_p50_us": 1.0}})
+    assert read_results(path) == rows
 
 
 def test_concurrent_writers_lose_no_row(tmp_path: Path) -> None:

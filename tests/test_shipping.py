@@ -84,3 +84,39 @@ def test_ship_trains_the_chosen_models_and_writes_a_manifest(tmp_path, monkeypat
     outputs = ort.InferenceSession(str(models_dir / "vit-large.onnx")).get_outputs()
     assert [o.name for o in outputs][-1] == "attention_rollout"
     assert not list(models_dir.glob(".*.tmp"))
+
+
+def test_retime_measures_every_run_again_and_updates_only_latency(
+    tmp_path, capsys, tiny_models_dir
+) -> None:
+    table = write_table(tmp_path / "grid_results.csv", [(FAST, 0.9, 1e6), (LARGE, 0.95, 1e6)])
+    before = list(csv.DictReader(table.open()))
+    output_dir = tmp_path / "grid"
+    (output_dir / "onnx").mkdir(parents=True)
+    for row, file in zip(before, ("vit-fast.onnx", "vit-large.onnx"), strict=True):
+        (output_dir / "onnx" / f"{row['run_id']}.onnx").write_bytes(
+            (tiny_models_dir / file).read_bytes()
+        )
+        row["onnx_file"] = f"onnx/{row['run_id']}.onnx"
+    write_rows(table, before)
+    argv = ["--retime", "--results-table", str(table), "--output-dir", str(output_dir)]
+    assert grid_search_mnist.main([*argv, "--bench-calls", "50"]) == 0
+
+    after = list(csv.DictReader(table.open()))
+    for old, new in zip(before, after, strict=True):
+        assert 1 < float(new["onnx_p50_us"]) <= float(new["onnx_p90_us"]) < 1e5
+        changed = {k for k in FIELDS if str(old.get(k, "")) != new[k]}
+        assert changed <= {"onnx_p50_us", "onnx_p90_us", "bench_threads"}
+    assert "in turns" in capsys.readouterr().out
+
+    (output_dir / "onnx" / f"{before[0]['run_id']}.onnx").unlink()
+    assert grid_search_mnist.main(argv) == 2
+    assert "ONNX files not found" in capsys.readouterr().err
+    assert list(csv.DictReader(table.open())) == after  # left as it was
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
