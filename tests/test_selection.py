@@ -18,16 +18,16 @@ def row(run_id: str, val_accuracy: float, onnx_p50_us: float, params: int = 1000
 
 def test_large_is_best_validation_and_fast_is_quickest_within_margin() -> None:
     rows = [
-        row("big", 0.990, 900),
-        row("mid", 0.987, 300),
-        row("small", 0.986, 120),  # within 0.5 points of 0.990
-        row("tiny", 0.950, 60),  # quickest, but too inaccurate
+        row("big", 0.960, 900),
+        row("mid", 0.930, 300),
+        row("small", 0.911, 120),  # within 5 points of 0.960
+        row("tiny", 0.909, 60),  # quickest, but too inaccurate
     ]
     selection = select_models(rows)
     assert selection.large["run_id"] == "big"
     assert selection.fast["run_id"] == "small"
     assert [r["run_id"] for r in selection.candidates] == ["small", "mid", "big"]
-    assert FAST_MARGIN == 0.005
+    assert FAST_MARGIN == 0.05
 
 
 def test_the_test_set_plays_no_part() -> None:
