@@ -1,4 +1,5 @@
-"""The shipped models in models/ agree with their manifest: files, interface, sizes, accuracy."""
+"""The shipped models agree with their manifest (files, interface, sizes, accuracy) and read
+digits drawn on a canvas at any size and place."""
 
 import json
 import os
@@ -9,7 +10,15 @@ import onnx
 import pytest
 import torch
 
-from custom_modules.inference import INPUT_NAME, OnnxViT, output_names, read_manifest
+from benchmarks.canvas_digits import accuracy as canvas_accuracy
+from benchmarks.canvas_digits import redraw_on_canvas
+from custom_modules.inference import (
+    INPUT_NAME,
+    OnnxViT,
+    output_names,
+    preprocess_image,
+    read_manifest,
+)
 from custom_modules.mnist_data import load_mnist
 from custom_modules.onnx_variants import onnx_accuracy
 from custom_modules.training import load_checkpoint, normalize
@@ -77,3 +86,15 @@ def test_test_accuracy_in_the_manifest_is_what_the_file_scores(name: str) -> Non
     accuracy = onnx_accuracy(path, mnist.test_images, mnist.test_labels)
     # the manifest's figure comes from PyTorch; ONNX Runtime may flip a borderline image or two
     assert accuracy == pytest.approx(MANIFEST["models"][name]["test_accuracy"], abs=2e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not MNIST_DIR.exists(), reason="needs MNIST at ../shared/data/mnist")
+@pytest.mark.parametrize("name", ["Fast", "Large"])
+def test_digits_drawn_at_any_size_and_place_are_read(name: str) -> None:
+    mnist = load_mnist(MNIST_DIR, download=False)
+    rng = np.random.default_rng(1)
+    picked = rng.choice(len(mnist.test_labels), 300, replace=False)
+    inputs = [preprocess_image(redraw_on_canvas(mnist.test_images[i], rng)) for i in picked]
+    model = OnnxViT(MODELS_DIR / MANIFEST["models"][name]["file"])
+    assert canvas_accuracy(model, inputs, mnist.test_labels[picked]) >= 0.95
