@@ -18,15 +18,15 @@ import gzip
 import hashlib
 import http.client
 import math
-import os
 import struct
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from custom_modules.atomic_file import replaced_atomically
 
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "mnist"
 MIRRORS = (
@@ -122,14 +122,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """Write data to path via a temporary file in the same folder, so path is never partial."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replaced_atomically(path) as tmp_path:
+        tmp_path.write_bytes(data)
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:

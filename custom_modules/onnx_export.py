@@ -1,7 +1,6 @@
 """ONNX export of a trained ViT with its attention maps, checked against ONNX Runtime."""
 
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import INPUT_NAME, output_names
 from custom_modules.vision_transformer import VisionTransformer
 
@@ -43,17 +43,15 @@ def max_output_difference(
 def export_onnx(model: VisionTransformer, path: str | Path, atol: float = 1e-4) -> Path:
     """Export to `path` (dynamic batch), verify with ONNX Runtime, and only then move into place.
 
-    Writes to a temporary file first, so a crash never leaves a half-written model behind.
+    Writes to a temporary file first, so a crash or a failed check leaves no model behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.tmp")
     config = model.config
     graph = ExportedViT(model).to("cpu").eval()
     example = torch.zeros(2, config.in_channels, config.image_size, config.image_size)
     # torch.onnx warns once per missing torchvision op; none is used here
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    try:
+    with replaced_atomically(path) as tmp_path:
         with warnings.catch_warnings():
             # torch.export's pytree code trips one of torch's own FutureWarnings; nothing to do
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
@@ -79,7 +77,4 @@ def export_onnx(model: VisionTransformer, path: str | Path, atol: float = 1e-4) 
                     f"{path}: ONNX Runtime differs from PyTorch by {diff:.2e} (> {atol:.0e}) "
                     f"at batch {batch}; the export is not trusted and was not kept"
                 )
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
     return path

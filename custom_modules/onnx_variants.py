@@ -3,8 +3,8 @@
 Torch-free: onnx and onnxruntime only.
 """
 
-import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +13,14 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
 
+from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import INPUT_NAME, MNIST_MEAN, MNIST_STD
 
 
-def _replace_atomically(write, path: Path) -> Path:
+def _replace_atomically(write: Callable[[Path], object], path: Path) -> Path:
     """Call `write(tmp_path)`, then move the result to `path`; never leave a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.tmp")
-    try:
+    with replaced_atomically(path) as tmp_path:
         write(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
     return path
 
 

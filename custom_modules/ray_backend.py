@@ -13,7 +13,6 @@ every trial trains on the same split and the other nodes need neither the files 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ import cloudpickle
 import ray
 from ray import tune
 
+from custom_modules.atomic_file import replaced_atomically
 from custom_modules.results_table import ResultsTableError
 from custom_modules.training import DataSplits, select_device
 
@@ -68,14 +68,8 @@ def read_files(root: Path) -> dict[str, bytes]:
 def write_files(root: Path, files: dict[str, bytes]) -> None:
     """Write each file under `root`: to a temporary name first, then renamed into place."""
     for relative, content in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_path = path.with_name(f".{path.name}.tmp")
-        try:
+        with replaced_atomically(root / relative) as tmp_path:
             tmp_path.write_bytes(content)
-            os.replace(tmp_path, path)
-        finally:
-            tmp_path.unlink(missing_ok=True)
 
 
 def run_trial(

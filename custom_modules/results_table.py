@@ -5,6 +5,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from custom_modules.atomic_file import replaced_atomically
+
 FIELDS = [
     "run_id",
     "emb_dim",
@@ -92,15 +94,12 @@ def _rewrite_with(path: Path, row: dict) -> None:
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    tmp_path = path.with_name(f".{path.name}.tmp")
     try:
-        with tmp_path.open("w", newline="") as f:
+        with replaced_atomically(path) as tmp_path, tmp_path.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp_path, path)
     except OSError as err:
-        tmp_path.unlink(missing_ok=True)
         raise ResultsTableError(f"{path}: cannot write the results table ({err})") from None

@@ -1,13 +1,13 @@
 """Ship the chosen models: copy them into models/, add INT8 variants, write the manifest."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import INPUT_NAME
 from custom_modules.latency import onnx_session, time_calls
 from custom_modules.onnx_variants import onnx_accuracy, quantize_int8
@@ -19,21 +19,13 @@ CONFIG_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
-    tmp_path = target.with_name(f".{target.name}.tmp")
-    try:
+    with replaced_atomically(target) as tmp_path:
         shutil.copyfile(source, tmp_path)
-        os.replace(tmp_path, target)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def _write_json_atomically(data: dict, path: Path) -> None:
-    tmp_path = path.with_name(f".{path.name}.tmp")
-    try:
+    with replaced_atomically(path) as tmp_path:
         tmp_path.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def onnx_p50_us(path: Path, threads: int = 1, calls: int = 1000) -> float:

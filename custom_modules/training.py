@@ -2,7 +2,6 @@
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -15,6 +14,7 @@ from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from torch import nn
 from tqdm.auto import tqdm
 
+from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import MNIST_MEAN, MNIST_STD
 from custom_modules.mnist_data import Mnist
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
@@ -214,13 +214,8 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
 
 def _save_training_state(path: Path, state: dict) -> None:
     """Everything needed to go on after the epoch just finished, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.tmp")
-    try:
+    with replaced_atomically(path) as tmp_path:
         torch.save(state, tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
 
 
 def _load_training_state(path: Path | None, setup: dict) -> dict | None:
@@ -349,14 +344,9 @@ def train_model(
 def save_checkpoint(model: VisionTransformer, path: str | Path) -> Path:
     """Config and weights in one file, written under a temporary name and then renamed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    try:
+    with replaced_atomically(path) as tmp_path:
         torch.save({"config": model.config.to_dict(), "state_dict": state}, tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
     return path
 
 

@@ -86,7 +86,7 @@ def test_write_idx_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     def fail(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(mnist_data.os, "replace", fail)
+    monkeypatch.setattr("custom_modules.atomic_file.os.replace", fail)
     with pytest.raises(OSError, match="disk full"):
         write_idx(tmp_path / "x.gz", np.zeros(3, dtype=np.uint8))
     assert list(tmp_path.iterdir()) == []
