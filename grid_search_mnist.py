@@ -540,8 +540,9 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     todo = [config for config in configs if run_id(config) not in done]
+    source = "chosen to ship" if args.ship else f"in {args.grid}"
     print(
-        f"{len(configs)} configurations in {args.grid}: {len(configs) - len(todo)} done, "
+        f"{len(configs)} configurations {source}: {len(configs) - len(todo)} done, "
         f"{len(todo)} to run; results in {results_path}"
     )
     if not todo and not args.ship:
