@@ -33,3 +33,11 @@ def test_concurrent_writers_get_their_own_temporary_files(tmp_path) -> None:
         first.write_text("1")
         second.write_text("2")
     assert path.read_text() == "1"  # the outer block ends last
+
+
+def test_the_file_gets_the_usual_permissions(tmp_path) -> None:
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    with replaced_atomically(tmp_path / "atomic") as tmp:
+        tmp.write_text("x")
+    assert (tmp_path / "atomic").stat().st_mode == plain.stat().st_mode
