@@ -28,7 +28,7 @@ from custom_modules.inference import (  # noqa: E402
     OnnxViT,
     preprocess_image,
 )
-from custom_modules.latency import onnx_session, time_calls  # noqa: E402
+from custom_modules.latency import onnx_session, time_calls, time_interleaved  # noqa: E402
 from custom_modules.onnx_export import ExportedViT  # noqa: E402
 from custom_modules.onnx_variants import (  # noqa: E402
     fuse_transformer_ops,
@@ -114,14 +114,10 @@ def measure_interleaved(
     runs: dict[str, Runner], calls: int, warmup: int, rounds: int, batch_size: int
 ) -> dict[str, dict[str, float]]:
     """Time the runtimes in turn, `rounds` times, so that drift of the machine hits all alike."""
-    for single, _ in runs.values():
-        time_calls(single, 0, warmup)
-    times = {label: [] for label in runs}
-    for _ in range(rounds):
-        for label, (single, _) in runs.items():
-            times[label].append(time_calls(single, calls // rounds, 0))
+    batch_1 = {label: run for label, (run, _) in runs.items()}
+    single = time_interleaved(batch_1, calls, rounds, warmup)
     return {
-        label: summarize(np.concatenate(times[label]), time_calls(batch, 10, 2), batch_size)
+        label: summarize(single[label], time_calls(batch, 10, 2), batch_size)
         for label, (_, batch) in runs.items()
     }
 

@@ -81,28 +81,37 @@ def benchmark_latency(
     return results
 
 
-def onnx_latencies_interleaved(
-    paths: list[Path], threads: int = 1, n_calls: int = 1000, rounds: int = 10, n_warmup: int = 100
-) -> list[dict[str, float]]:
-    """Batch-1 p50/p90 (µs) of several ONNX files timed in turns, so drift hits all alike.
+def time_interleaved(
+    runs: dict[str, Callable[[], object]], n_calls: int, rounds: int = 10, n_warmup: int = 100
+) -> dict[str, np.ndarray]:
+    """Seconds per call of each runner, timed in turns so that drift of the machine hits all alike.
 
-    Each round times `n_calls // rounds` calls of every model, the models' order rotating.
+    Each of `rounds` rounds times `n_calls // rounds` calls of every runner, the order rotating.
     """
-    image = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
-    runs = []
-    for path in paths:
-        session = onnx_session(path, threads)
-        runs.append(lambda session=session: session.run(None, {INPUT_NAME: image}))
-    for run in runs:
+    for run in runs.values():
         time_calls(run, 0, n_warmup)  # warm-up only
-    times: list[list[np.ndarray]] = [[] for _ in paths]
+    labels = list(runs)
+    times: dict[str, list[np.ndarray]] = {label: [] for label in labels}
     for round_index in range(rounds):
-        for i in np.roll(np.arange(len(paths)), round_index):
-            times[i].append(time_calls(runs[i], max(1, n_calls // rounds), 0))
+        for label in np.roll(labels, round_index):
+            times[label].append(time_calls(runs[label], max(1, n_calls // rounds), 0))
+    return {label: np.concatenate(chunks) for label, chunks in times.items()}
+
+
+def onnx_latencies_interleaved(
+    paths: list[Path], threads: int = 1, n_calls: int = 1000, rounds: int = 10
+) -> list[dict[str, float]]:
+    """Batch-1 p50/p90 (µs) of several ONNX files, timed in turns (`time_interleaved`)."""
+    image = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
+    runs = {}
+    for i, path in enumerate(paths):
+        session = onnx_session(path, threads)
+        runs[str(i)] = lambda session=session: session.run(None, {INPUT_NAME: image})
+    times = time_interleaved(runs, n_calls, rounds)
     return [
         {
-            "onnx_p50_us": float(np.percentile(np.concatenate(t), 50) * 1e6),
-            "onnx_p90_us": float(np.percentile(np.concatenate(t), 90) * 1e6),
+            "onnx_p50_us": float(np.percentile(times[str(i)], 50) * 1e6),
+            "onnx_p90_us": float(np.percentile(times[str(i)], 90) * 1e6),
         }
-        for t in times
+        for i in range(len(paths))
     ]

@@ -9,9 +9,10 @@ import torch
 
 from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import INPUT_NAME
-from custom_modules.latency import onnx_session, time_calls
+from custom_modules.latency import onnx_session, time_interleaved
+from custom_modules.onnx_export import ExportedViT
 from custom_modules.onnx_variants import onnx_accuracy, quantize_int8
-from custom_modules.training import DataSplits
+from custom_modules.training import DataSplits, load_checkpoint
 
 # an INT8 variant is shipped only if it loses at most this much validation accuracy
 INT8_MAX_ACCURACY_LOSS = 0.002
@@ -28,11 +29,32 @@ def _write_json_atomically(data: dict, path: Path) -> None:
         tmp_path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def onnx_p50_us(path: Path, threads: int = 1, calls: int = 1000) -> float:
-    """Batch-1 median latency of an ONNX model, as in the grid's benchmark."""
-    session = onnx_session(path, threads)
+def time_shipped_models(models: dict[str, dict], models_dir: Path, n_calls: int = 2000) -> None:
+    """Set every entry's batch-1 p50 latencies (1 thread), all models timed in one sitting.
+
+    The grid's figures were taken right after each run, at other moments; here PyTorch eager and
+    ONNX Runtime of every shipped file take turns, so their ratios hold.
+    """
     image = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
-    return float(np.median(time_calls(lambda: session.run(None, {INPUT_NAME: image}), calls, 100)))
+    runs = {}
+    for name, entry in models.items():
+        session = onnx_session(models_dir / entry["file"], threads=1)
+        runs[f"{name} onnx"] = lambda s=session: s.run(None, {INPUT_NAME: image})
+        if "int8_of" not in entry:
+            graph = ExportedViT(load_checkpoint(models_dir / entry["checkpoint"])).eval()
+            runs[f"{name} torch"] = lambda g=graph: g(torch.from_numpy(image))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            times = time_interleaved(runs, n_calls)
+    finally:
+        torch.set_num_threads(previous_threads)
+    for name, entry in models.items():
+        entry["onnx_p50_us"] = round(float(np.median(times[f"{name} onnx"])) * 1e6, 1)
+        source = entry.get("int8_of", name)  # an INT8 entry is compared with its fp32 PyTorch
+        entry["torch_p50_us"] = round(float(np.median(times[f"{source} torch"])) * 1e6, 1)
+        entry["bench_threads"] = 1
 
 
 def manifest_entry(row: dict, file: str, checkpoint: str, command: str) -> dict:
@@ -98,7 +120,6 @@ def ship_models(
                 "file": int8_path.name,
                 "val_accuracy": int8_val,
                 "test_accuracy": int8_accuracy,
-                "onnx_p50_us": onnx_p50_us(int8_path),
                 "size_bytes": int8_path.stat().st_size,
                 "int8_of": name,
             }
@@ -110,5 +131,6 @@ def ship_models(
             f"{int8_val:.4f} vs {entry['val_accuracy']:.4f}, test {int8_accuracy:.4f} "
             f"({'shipped' if shipped else 'not shipped'})"
         )
+    time_shipped_models(manifest["models"], models_dir)
     _write_json_atomically(manifest, models_dir / "manifest.json")
     return manifest

@@ -79,6 +79,12 @@ def test_ship_trains_the_chosen_models_and_writes_a_manifest(tmp_path, monkeypat
             int8 = entry["int8"]
             assert (f"{name} INT8" in manifest["models"]) == int8["shipped"]
             assert (models_dir / f"vit-{name.lower()}-int8.onnx").exists() == int8["shipped"]
+        # timed again at shipping, all models in one sitting; not the grid's figures
+        assert 0 < entry["onnx_p50_us"] < 1e5 and 0 < entry["torch_p50_us"] < 1e5
+        assert entry["bench_threads"] == 1
+        if "int8_of" in entry:
+            source = manifest["models"][entry["int8_of"]]
+            assert entry["torch_p50_us"] == source["torch_p50_us"]
     served = read_manifest(models_dir)  # the app reads what --ship writes
     assert served.models["Large"].config == LARGE
     outputs = ort.InferenceSession(str(models_dir / "vit-large.onnx")).get_outputs()
