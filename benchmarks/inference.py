@@ -24,11 +24,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from custom_modules.inference import (  # noqa: E402
-    INPUT_NAME,  # noqa: E402
+    INPUT_NAME,
     OnnxViT,
     preprocess_image,
 )
-from custom_modules.latency import onnx_session, time_calls, time_interleaved  # noqa: E402
+from custom_modules.latency import (  # noqa: E402
+    onnx_session,
+    time_calls,
+    time_interleaved,
+    torch_threads,
+)
 from custom_modules.onnx_export import ExportedViT  # noqa: E402
 from custom_modules.onnx_variants import (  # noqa: E402
     fuse_transformer_ops,
@@ -179,15 +184,10 @@ def main() -> int:
             }
             for threads in sorted({1, all_threads}):
                 runs = runners(checkpoint, onnx_path, variants, threads, one, many)
-                previous = torch.get_num_threads()
-                torch.set_num_threads(threads)
-                try:
-                    with torch.inference_mode():
-                        rows = measure_interleaved(
-                            runs, args.calls, args.warmup, args.rounds, len(many)
-                        )
-                finally:
-                    torch.set_num_threads(previous)
+                with torch_threads(threads), torch.inference_mode():
+                    rows = measure_interleaved(
+                        runs, args.calls, args.warmup, args.rounds, len(many)
+                    )
                 base = rows["PyTorch eager"]
                 for runtime, r in rows.items():
                     print(

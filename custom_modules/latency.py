@@ -1,7 +1,8 @@
 """Latency and throughput of PyTorch eager vs ONNX Runtime on the CPU, measured the same way."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,17 @@ import torch
 from custom_modules.inference import INPUT_NAME
 from custom_modules.onnx_export import ExportedViT
 from custom_modules.vision_transformer import VisionTransformer
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to `threads` inside the block, restored after."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def time_calls(fn: Callable[[], object], n_calls: int, n_warmup: int) -> np.ndarray:
@@ -59,14 +71,9 @@ def benchmark_latency(
     many = rng.standard_normal((throughput_batch, *shape), dtype=np.float32)
     one_t, many_t = torch.from_numpy(one), torch.from_numpy(many)
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            torch_single = time_calls(lambda: graph(one_t), n_calls, n_warmup)
-            torch_batch = time_calls(lambda: graph(many_t), 10, 2)
-    finally:
-        torch.set_num_threads(previous_threads)
+    with torch_threads(threads), torch.inference_mode():
+        torch_single = time_calls(lambda: graph(one_t), n_calls, n_warmup)
+        torch_batch = time_calls(lambda: graph(many_t), 10, 2)
     onnx_single = time_calls(lambda: session.run(None, {INPUT_NAME: one}), n_calls, n_warmup)
     onnx_batch = time_calls(lambda: session.run(None, {INPUT_NAME: many}), 10, 2)
 

@@ -4,7 +4,6 @@ Torch-free: onnx and onnxruntime only.
 """
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,6 @@ from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import INPUT_NAME, MNIST_MEAN, MNIST_STD
 
 
-def _replace_atomically(write: Callable[[Path], object], path: Path) -> Path:
-    """Call `write(tmp_path)`, then move the result to `path`; never leave a partial file."""
-    with replaced_atomically(path) as tmp_path:
-        write(tmp_path)
-    return path
-
-
 def quantize_int8(source: str | Path, target: str | Path) -> Path:
     """Dynamic INT8 quantisation of the weights (activations are quantised on the fly)."""
     model = onnx.load(source)
@@ -32,10 +24,9 @@ def quantize_int8(source: str | Path, target: str | Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         stripped = Path(tmp) / "stripped.onnx"
         onnx.save(model, stripped)
-        return _replace_atomically(
-            lambda out: quantize_dynamic(stripped, out, weight_type=QuantType.QInt8),
-            Path(target),
-        )
+        with replaced_atomically(target) as tmp_path:
+            quantize_dynamic(stripped, tmp_path, weight_type=QuantType.QInt8)
+    return Path(target)
 
 
 def fuse_transformer_ops(
@@ -45,7 +36,9 @@ def fuse_transformer_ops(
     optimized = optimize_model(
         str(source), model_type="vit", num_heads=num_heads, hidden_size=hidden_size, opt_level=0
     )
-    return _replace_atomically(lambda out: optimized.save_model_to_file(str(out)), Path(target))
+    with replaced_atomically(target) as tmp_path:
+        optimized.save_model_to_file(str(tmp_path))
+    return Path(target)
 
 
 def max_difference(reference: str | Path, candidate: str | Path, images: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import torch
 
 from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import INPUT_NAME
-from custom_modules.latency import onnx_session, time_interleaved
+from custom_modules.latency import onnx_session, time_interleaved, torch_threads
 from custom_modules.onnx_export import ExportedViT
 from custom_modules.onnx_variants import onnx_accuracy, quantize_int8
 from custom_modules.training import DataSplits, load_checkpoint
@@ -43,13 +43,8 @@ def time_shipped_models(models: dict[str, dict], models_dir: Path, n_calls: int 
         if "int8_of" not in entry:
             graph = ExportedViT(load_checkpoint(models_dir / entry["checkpoint"])).eval()
             runs[f"{name} torch"] = lambda g=graph: g(torch.from_numpy(image))
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            times = time_interleaved(runs, n_calls)
-    finally:
-        torch.set_num_threads(previous_threads)
+    with torch_threads(1), torch.inference_mode():
+        times = time_interleaved(runs, n_calls)
     for name, entry in models.items():
         entry["onnx_p50_us"] = round(float(np.median(times[f"{name} onnx"])) * 1e6, 1)
         source = entry.get("int8_of", name)  # an INT8 entry is compared with its fp32 PyTorch
