@@ -52,15 +52,20 @@ def max_difference(reference: str | Path, candidate: str | Path, images: np.ndar
     return max(float(np.abs(a - b).max()) for a, b in zip(*outputs, strict=True))
 
 
-def onnx_accuracy(
-    path: str | Path, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
-) -> float:
-    """Accuracy of an ONNX model on uint8 images `(N, 28, 28)` (normalised here, as in training)."""
+def onnx_predictions(path: str | Path, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """Predicted digits for uint8 images `(N, 28, 28)`, normalised here as in training."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    correct = 0
-    for start in range(0, len(labels), batch_size):
+    predictions = []
+    for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size, None].astype(np.float32) / 255
         batch = (batch - MNIST_MEAN) / MNIST_STD
         (logits,) = session.run(["logits"], {INPUT_NAME: batch})
-        correct += int((logits.argmax(axis=1) == labels[start : start + batch_size]).sum())
-    return correct / len(labels)
+        predictions.append(logits.argmax(axis=1))
+    return np.concatenate(predictions)
+
+
+def onnx_accuracy(
+    path: str | Path, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
+) -> float:
+    """Accuracy of an ONNX model on uint8 images `(N, 28, 28)` and their labels."""
+    return float((onnx_predictions(path, images, batch_size) == labels).mean())

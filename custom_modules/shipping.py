@@ -11,8 +11,8 @@ from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import INPUT_NAME
 from custom_modules.latency import onnx_session, time_interleaved, torch_threads
 from custom_modules.onnx_export import ExportedViT
-from custom_modules.onnx_variants import onnx_accuracy, quantize_int8
-from custom_modules.training import DataSplits, load_checkpoint
+from custom_modules.onnx_variants import onnx_accuracy, onnx_predictions, quantize_int8
+from custom_modules.training import DataSplits, classification_metrics, load_checkpoint
 
 # an INT8 variant is shipped only if it loses at most this much validation accuracy
 INT8_MAX_ACCURACY_LOSS = 0.002
@@ -74,58 +74,81 @@ def _as_uint8(images: torch.Tensor) -> np.ndarray:
     return images.mul(255).round().to(torch.uint8).squeeze(1).cpu().numpy()
 
 
+def read_shipped(models_dir: Path) -> dict[str, dict]:
+    """The entries of `<models_dir>/manifest.json` by name; {} when nothing is shipped yet."""
+    path = models_dir / "manifest.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())["models"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: cannot read the manifest ({err})") from None
+
+
+def shipped_entry(models_dir: Path, config: dict[str, int]) -> dict:
+    """The manifest entry of the shipped fp32 model with this configuration."""
+    for entry in read_shipped(models_dir).values():
+        if "int8_of" not in entry and entry["config"] == config:
+            return entry
+    raise ValueError(f"{models_dir / 'manifest.json'}: no shipped model has the config {config}")
+
+
 def ship_models(
     trained: dict[str, dict],
     run_dir: Path,
     models_dir: Path,
     data: DataSplits,
     grid_results: str,
-    command: str,
+    commands: dict[str, str],
 ) -> dict:
     """Copy each trained run (name -> results row) into `models_dir` and write the manifest.
 
     Each model gets `vit-<name>.onnx` and `.pt`; its INT8 variant is added as `<name> INT8`
     only when it keeps the validation accuracy within INT8_MAX_ACCURACY_LOSS (the test set
-    is reported, never used to decide).
+    is reported, never used to decide). Entries of models not in `trained` stay as they were.
     """
     val = (_as_uint8(data.val_images), data.val_labels.cpu().numpy())
-    test = (_as_uint8(data.test_images), data.test_labels.cpu().numpy())
+    test_images, test_labels = _as_uint8(data.test_images), data.test_labels.cpu().numpy()
     models_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"models": {}, "grid_results": grid_results}
+    replaced = set(trained) | {f"{name} INT8" for name in trained}
+    models = {k: v for k, v in read_shipped(models_dir).items() if k not in replaced}
     for name, row in trained.items():
         stem = f"vit-{name.lower()}"
         onnx_file, checkpoint_file = f"{stem}.onnx", f"{stem}.pt"
         _copy_atomically(run_dir / row["onnx_file"], models_dir / onnx_file)
         _copy_atomically(run_dir / row["checkpoint_file"], models_dir / checkpoint_file)
-        entry = manifest_entry(row, onnx_file, checkpoint_file, command)
-        manifest["models"][name] = entry
+        entry = manifest_entry(row, onnx_file, checkpoint_file, commands[name])
+        models[name] = entry
 
         int8_path = quantize_int8(models_dir / onnx_file, models_dir / f"{stem}-int8.onnx")
         int8_val = onnx_accuracy(int8_path, *val)
-        int8_accuracy = onnx_accuracy(int8_path, *test)
+        int8_test = classification_metrics(test_labels, onnx_predictions(int8_path, test_images))
         shipped = entry["val_accuracy"] - int8_val <= INT8_MAX_ACCURACY_LOSS
         entry["int8"] = {
             "val_accuracy": int8_val,
-            "test_accuracy": int8_accuracy,
+            "test_accuracy": int8_test["accuracy"],
             "shipped": shipped,
         }
         if shipped:
-            manifest["models"][f"{name} INT8"] = {
+            int8_entry = {
                 **entry,
                 "file": int8_path.name,
                 "val_accuracy": int8_val,
-                "test_accuracy": int8_accuracy,
+                **{f"test_{metric}": round(v, 5) for metric, v in int8_test.items()},
                 "size_bytes": int8_path.stat().st_size,
                 "int8_of": name,
             }
-            del manifest["models"][f"{name} INT8"]["int8"]
+            del int8_entry["int8"]
+            models[f"{name} INT8"] = int8_entry
         else:
             int8_path.unlink()
         print(
             f"{name}: test accuracy {entry['test_accuracy']:.4f}; INT8 validation "
-            f"{int8_val:.4f} vs {entry['val_accuracy']:.4f}, test {int8_accuracy:.4f} "
+            f"{int8_val:.4f} vs {entry['val_accuracy']:.4f}, test {int8_test['accuracy']:.4f} "
             f"({'shipped' if shipped else 'not shipped'})"
         )
-    time_shipped_models(manifest["models"], models_dir)
+    models = dict(sorted(models.items()))  # each model followed by its INT8 variant
+    time_shipped_models(models, models_dir)
+    manifest = {"models": models, "grid_results": grid_results}
     _write_json_atomically(manifest, models_dir / "manifest.json")
     return manifest

@@ -172,21 +172,25 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 100
     )
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Loss, accuracy and macro precision / recall / F1 (scikit-learn) on one split."""
-    logits = predict_logits(model, images)
-    loss = F.cross_entropy(logits, labels).item()
-    y_true, y_pred = labels.cpu().numpy(), logits.argmax(dim=1).cpu().numpy()
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Accuracy and macro precision / recall / F1 (scikit-learn)."""
     precision, recall, f1, _ = precision_recall_fscore_support(
         y_true, y_pred, average="macro", zero_division=0
     )
     return {
-        "loss": loss,
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "precision": float(precision),
         "recall": float(recall),
         "f1": float(f1),
     }
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Loss, accuracy and macro precision / recall / F1 on one split."""
+    logits = predict_logits(model, images)
+    loss = F.cross_entropy(logits, labels).item()
+    y_true, y_pred = labels.cpu().numpy(), logits.argmax(dim=1).cpu().numpy()
+    return {"loss": loss, **classification_metrics(y_true, y_pred)}
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -20,8 +20,8 @@ from custom_modules.inference import (
     read_manifest,
 )
 from custom_modules.mnist_data import load_mnist
-from custom_modules.onnx_variants import onnx_accuracy
-from custom_modules.training import load_checkpoint, normalize
+from custom_modules.onnx_variants import onnx_predictions
+from custom_modules.training import classification_metrics, load_checkpoint, normalize
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,12 +80,14 @@ def test_onnx_file_is_the_export_of_the_shipped_checkpoint(name: str) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST_DIR.exists(), reason="needs MNIST at ../shared/data/mnist")
 @pytest.mark.parametrize("name", NAMES)
-def test_test_accuracy_in_the_manifest_is_what_the_file_scores(name: str) -> None:
+def test_test_metrics_in_the_manifest_are_what_the_file_scores(name: str) -> None:
     mnist = load_mnist(MNIST_DIR, download=False)
-    path = MODELS_DIR / MANIFEST["models"][name]["file"]
-    accuracy = onnx_accuracy(path, mnist.test_images, mnist.test_labels)
-    # the manifest's figure comes from PyTorch; ONNX Runtime may flip a borderline image or two
-    assert accuracy == pytest.approx(MANIFEST["models"][name]["test_accuracy"], abs=2e-4)
+    entry = MANIFEST["models"][name]
+    predictions = onnx_predictions(MODELS_DIR / entry["file"], mnist.test_images)
+    metrics = classification_metrics(mnist.test_labels, predictions)
+    # the fp32 figures come from PyTorch; ONNX Runtime may flip a borderline image or two
+    for metric, value in metrics.items():
+        assert value == pytest.approx(entry[f"test_{metric}"], abs=2e-4), metric
 
 
 @pytest.mark.slow
