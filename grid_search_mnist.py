@@ -40,12 +40,13 @@ from custom_modules.results_table import (
     update_results,
 )
 from custom_modules.selection import FAST_MARGIN, select_models
-from custom_modules.shipping import ship_models
+from custom_modules.shipping import ship_models, shipped_entry
 from custom_modules.training import (
     DataSplits,
     TrainConfig,
     TrainingPath,
     evaluate,
+    load_checkpoint,
     save_checkpoint,
     select_device,
     split_mnist,
@@ -56,6 +57,7 @@ from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 GRID_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
 BACKENDS = ("local", "ray")
 RAY_FLAGS = ("ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial")
+SHIPPED_NAMES = ("Fast", "Large")
 
 
 class GridError(ValueError):
@@ -152,6 +154,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the grid's results that --select and --ship choose from (and --retime updates)",
     )
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument(
+        "--only",
+        choices=SHIPPED_NAMES,
+        default=None,
+        help="with --ship: train and ship this model alone; the other's files and entry stay",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="with --ship: start each model from its shipped checkpoint in this models folder "
+        "(a further cosine cycle) instead of random weights",
+    )
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument(
         "--patience",
@@ -322,7 +337,11 @@ def run_config(
         seed=args.seed,
     )
     torch.manual_seed(args.seed)
-    model = VisionTransformer(ViTConfig(**config), path.fused_attention).to(device)
+    model = VisionTransformer(ViTConfig(**config), path.fused_attention)
+    if args.init_from is not None:
+        checkpoint = args.init_from / shipped_entry(args.init_from, config)["checkpoint"]
+        model.load_state_dict(load_checkpoint(checkpoint).state_dict())
+    model = model.to(device)
     logger = WandbLogger.start(
         wandb_mode(args.wandb),
         args.wandb_project,
@@ -491,6 +510,15 @@ def retime(results_table: Path, output_dir: Path, threads: int, calls: int) -> N
     print(f"updated {results_table}")
 
 
+def lineage(init_from: Path | None, config: dict[str, int], command: str) -> str:
+    """The commands that make a model: with --init-from, the shipped one's, then this."""
+    if init_from is None:
+        return command
+    previous = shipped_entry(init_from, config)["command"]
+    # a rerun after shipping into the same folder finds this command already there
+    return previous if previous.endswith(f" && {command}") else f"{previous} && {command}"
+
+
 def output_dir_error(output_dir: Path) -> str | None:
     """Why the output folder cannot be written, or None; checked before any training."""
     try:
@@ -507,6 +535,9 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
     args = parse_args(argv)
     run_one = run_one or run_config
     results_path = args.output_dir / "results.csv"
+    if (args.only or args.init_from) and not args.ship:
+        print("error: --only and --init-from go with --ship", file=sys.stderr)
+        return 2
     if error := backend_args_error(args):
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -522,6 +553,11 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
             chosen = chosen_configs(args.results_table)
             if args.select:
                 return 0
+            chosen = {name: c for name, c in chosen.items() if args.only in (None, name)}
+            command = "python grid_search_mnist.py " + shlex.join(
+                sys.argv[1:] if argv is None else argv
+            )
+            commands = {name: lineage(args.init_from, c, command) for name, c in chosen.items()}
             configs = list({run_id(c): c for c in chosen.values()}.values())
         else:
             configs = load_grid(args.grid)
@@ -578,8 +614,7 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
         return exit_code
     rows = {row["run_id"]: row for row in read_results(results_path)}
     trained = {name: rows[run_id(config)] for name, config in chosen.items()}
-    command = "python grid_search_mnist.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-    ship_models(trained, args.output_dir, args.models_dir, data, args.results_table.name, command)
+    ship_models(trained, args.output_dir, args.models_dir, data, args.results_table.name, commands)
     return 0
 
 

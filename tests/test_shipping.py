@@ -2,10 +2,12 @@
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import onnxruntime as ort
 import pytest
+import torch
 
 import grid_search_mnist
 from custom_modules.inference import OnnxViT, read_manifest
@@ -90,6 +92,51 @@ def test_ship_trains_the_chosen_models_and_writes_a_manifest(tmp_path, monkeypat
     outputs = ort.InferenceSession(str(models_dir / "vit-large.onnx")).get_outputs()
     assert [o.name for o in outputs][-1] == "attention_rollout"
     assert not list(models_dir.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_ship_only_large_trains_on_from_the_shipped_checkpoint(tmp_path) -> None:
+    table = write_table(tmp_path / "grid_results.csv", RUNS)
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist())
+    models_dir = tmp_path / "models"
+    common = [
+        "--results-table", str(table), "--data-dir", str(data_dir), "--models-dir",
+        str(models_dir), "--batch-size", "32", "--val-size", "40", "--wandb", "disabled",
+        "--bench-calls", "20",
+    ]  # fmt: skip
+    first = ["--ship", "--output-dir", str(tmp_path / "ship"), "--epochs", "2", *common]
+    assert grid_search_mnist.main(first) == 0
+    before = json.loads((models_dir / "manifest.json").read_text())["models"]
+    fast_files = {f: (models_dir / f).read_bytes() for f in ("vit-fast.onnx", "vit-fast.pt")}
+    large_before = torch.load(models_dir / "vit-large.pt", weights_only=True)["state_dict"]
+
+    # a learning rate of ~0 leaves the weights where they start: the shipped ones, not random
+    again = ["--ship", "--only", "Large", "--init-from", str(models_dir), "--lr", "1e-12"]
+    second = [*again, "--output-dir", str(tmp_path / "ship2"), "--epochs", "1", *common]
+    assert grid_search_mnist.main(second) == 0
+    after = json.loads((models_dir / "manifest.json").read_text())["models"]
+    large_after = torch.load(models_dir / "vit-large.pt", weights_only=True)["state_dict"]
+    for key, weights in large_before.items():
+        torch.testing.assert_close(large_after[key], weights, atol=1e-6, rtol=0)
+
+    assert {f: (models_dir / f).read_bytes() for f in fast_files} == fast_files
+    latency = {"onnx_p50_us", "torch_p50_us"}  # every model is timed again, in one sitting
+    for name in ("Fast", "Fast INT8"):
+        if name in before:
+            assert {k: v for k, v in after[name].items() if k not in latency} == {
+                k: v for k, v in before[name].items() if k not in latency
+            }
+    second_command = "python grid_search_mnist.py " + shlex.join(second)
+    assert after["Large"]["command"] == f"{before['Large']['command']} && {second_command}"
+
+    assert grid_search_mnist.main(second) == 0  # a rerun ships again, naming itself once
+    rerun = json.loads((models_dir / "manifest.json").read_text())["models"]
+    assert rerun["Large"]["command"] == after["Large"]["command"]
+
+
+def test_only_and_init_from_need_ship(capsys) -> None:
+    assert grid_search_mnist.main(["--only", "Large"]) == 2
+    assert "go with --ship" in capsys.readouterr().err
 
 
 def test_retime_measures_every_run_again_and_updates_only_latency(
