@@ -354,9 +354,19 @@ def run_config(
         },
         args.output_dir,
     )
+
+    def on_epoch(record: dict) -> None:
+        logger.log(record)
+        print(
+            f"{name} epoch {record['epoch']}/{train_config.epochs}: train loss "
+            f"{record['train_loss']:.4f}, val loss {record['val_loss']:.4f}, "
+            f"val acc {record['val_accuracy']:.4f}",
+            flush=True,
+        )
+
     try:
         state_path = training_state_path(args.output_dir, name)
-        result = train_model(model, data, train_config, logger.log, state_path)
+        result = train_model(model, data, train_config, on_epoch, state_path)
         val = evaluate(model, data.val_images, data.val_labels)
         test = evaluate(model, data.test_images, data.test_labels)
         model = model.to("cpu").eval()

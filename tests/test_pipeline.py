@@ -323,6 +323,8 @@ def test_tiny_grid_runs_end_to_end_then_resumes(tmp_path: Path, monkeypatch, cap
         "--bench-calls", "20",
     ]  # fmt: skip
     assert grid_search_mnist.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "vit-e16-h2-l2-m2 epoch 2/2: train loss" in out  # progress, epoch by epoch
 
     with (output_dir / "results.csv").open() as f:
         rows = list(csv.DictReader(f))
