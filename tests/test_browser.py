@@ -7,7 +7,9 @@ prediction; uploads files through the real uploader. Screenshots go to tests/art
 """
 
 import base64
+import contextlib
 import io
+import json
 import math
 import os
 import re
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "tests" / "artifacts"
+SHIPPED_MODELS_DIR = Path(os.environ.get("VIT_DIGITS_MODELS_DIR", ROOT / "models"))
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -84,9 +88,25 @@ def wait_for_port(port: int, process: subprocess.Popen, log: Path) -> None:
 @pytest.fixture(scope="module")
 def app_url(tiny_models_dir, tmp_path_factory):
     """A `streamlit run app.py` server on a free port, serving the tiny models; always stopped."""
+    with serve_app(tiny_models_dir, tmp_path_factory.mktemp("streamlit")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def shipped_app_url(tmp_path_factory):
+    """The same server on the shipped models in models/."""
+    if not (SHIPPED_MODELS_DIR / "manifest.json").exists():
+        pytest.skip(f"{SHIPPED_MODELS_DIR}/manifest.json is not shipped yet")
+    with serve_app(SHIPPED_MODELS_DIR, tmp_path_factory.mktemp("streamlit")) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serve_app(models_dir: Path, log_dir: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free port serving `models_dir`; stopped on the way out."""
     port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    env = {**os.environ, "VIT_DIGITS_MODELS_DIR": str(tiny_models_dir)}
+    log = log_dir / "streamlit.log"
+    env = {**os.environ, "VIT_DIGITS_MODELS_DIR": str(models_dir)}
     command = [sys.executable, "-m", "streamlit", "run", "app.py"]
     command += ["--server.headless", "true", "--server.port", str(port)]
     command += ["--server.fileWatcherType", "none"]
@@ -314,3 +334,32 @@ def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, t
     finally:
         for page in pages:
             page.close()
+
+
+@pytest.mark.parametrize("model", ["Fast", "Large"])
+def test_the_shipped_models_read_digits_drawn_in_several_strokes(browser, shipped_app_url, model):
+    """The real models, chosen in the sidebar, read a 0, 1, 4 and 7 drawn with the mouse."""
+    manifest = json.loads((SHIPPED_MODELS_DIR / "manifest.json").read_text())
+    emb_dim = manifest["models"][model]["config"]["emb_dim"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page.goto(shipped_app_url)
+        page.locator(CANVAS).wait_for()
+        page.get_by_text(model, exact=True).click()
+        page.get_by_text(re.compile(f"embedding {emb_dim}, 4×4 patches")).wait_for()
+        page.locator(SCRIPT_DONE).wait_for(state="attached")
+        for i, (digit, strokes) in enumerate(DIGITS.items()):
+            if i:
+                page.get_by_role("button", name="Clear").click()
+                expect(page.get_by_test_id("stMetricValue")).to_have_count(0)
+                page.locator(SCRIPT_DONE).wait_for(state="attached")
+                page.locator(CANVAS).wait_for()
+            for stroke in strokes:
+                draw_stroke(page, stroke)
+            received(page, len(strokes))
+            expect(page.get_by_test_id("stMetricValue")).to_have_text(digit)
+            expect(page.get_by_test_id("stException")).to_have_count(0)
+        screenshot(page, f"browser-shipped-{model.lower()}.png")
+    finally:
+        page.close()
