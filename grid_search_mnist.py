@@ -529,6 +529,19 @@ def lineage(init_from: Path | None, config: dict[str, int], command: str) -> str
     return previous if previous.endswith(f" && {command}") else f"{previous} && {command}"
 
 
+def improved_on_start(trained: dict[str, dict], init_from: Path) -> dict[str, dict]:
+    """The runs whose validation accuracy is at least that of the model they started from."""
+    kept = {}
+    for name, row in trained.items():
+        config = {key: int(row[key]) for key in GRID_KEYS}
+        start, end = shipped_entry(init_from, config)["val_accuracy"], float(row["val_accuracy"])
+        if end >= start:
+            kept[name] = row
+        else:
+            print(f"{name}: val acc {end:.4f}, below the {start:.4f} it started from: not shipped")
+    return kept
+
+
 def output_dir_error(output_dir: Path) -> str | None:
     """Why the output folder cannot be written, or None; checked before any training."""
     try:
@@ -624,7 +637,12 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
         return exit_code
     rows = {row["run_id"]: row for row in read_results(results_path)}
     trained = {name: rows[run_id(config)] for name, config in chosen.items()}
-    ship_models(trained, args.output_dir, args.models_dir, data, args.results_table.name, commands)
+    if args.init_from is not None:
+        trained = improved_on_start(trained, args.init_from)
+    if trained:
+        ship_models(
+            trained, args.output_dir, args.models_dir, data, args.results_table.name, commands
+        )
     return 0
 
 

@@ -173,3 +173,14 @@ def write_rows(path: Path, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def test_a_further_cycle_ships_only_when_validation_accuracy_holds(tmp_path, capsys) -> None:
+    entry = {"config": LARGE, "checkpoint": "vit-large.pt", "val_accuracy": 0.990, "command": "x"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": {"Large": entry}}))
+    row = {"run_id": grid_search_mnist.run_id(LARGE), **LARGE}
+    better, worse = {**row, "val_accuracy": "0.9904"}, {**row, "val_accuracy": "0.9898"}
+
+    assert grid_search_mnist.improved_on_start({"Large": better}, tmp_path) == {"Large": better}
+    assert grid_search_mnist.improved_on_start({"Large": worse}, tmp_path) == {}
+    assert "below the 0.9900 it started from: not shipped" in capsys.readouterr().out
