@@ -40,7 +40,7 @@ from custom_modules.results_table import (
     update_results,
 )
 from custom_modules.selection import FAST_MARGIN, select_models
-from custom_modules.shipping import ship_models, shipped_entry
+from custom_modules.shipping import retime_shipped, ship_models, shipped_entry
 from custom_modules.training import (
     DataSplits,
     TrainConfig,
@@ -140,6 +140,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="time the ONNX files of every run in --results-table again, all in one sitting and "
         "taking turns (files read from --output-dir), update their ONNX p50/p90, then stop",
+    )
+    parser.add_argument(
+        "--retime-shipped",
+        action="store_true",
+        help="time the models of --models-dir/manifest.json again (PyTorch and ONNX in turns, "
+        "one sitting, --bench-calls each), update their p50 latencies there, then stop",
     )
     parser.add_argument(
         "--ship",
@@ -570,6 +576,20 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
         except (ResultsTableError, ValueError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        return 0
+    if args.retime_shipped:
+        try:
+            models = retime_shipped(args.models_dir, args.bench_calls)["models"]
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        for name, entry in models.items():
+            onnx_us, torch_us = entry["onnx_p50_us"], entry["torch_p50_us"]
+            print(
+                f"{name:<11} ONNX p50 {onnx_us:>7.1f} µs, PyTorch p50 {torch_us:>7.1f} µs "
+                f"({torch_us / onnx_us:.2f}x)"
+            )
+        print(f"updated {args.models_dir / 'manifest.json'}")
         return 0
     try:
         if args.select or args.ship:

@@ -52,6 +52,24 @@ def time_shipped_models(models: dict[str, dict], models_dir: Path, n_calls: int 
         entry["bench_threads"] = 1
 
 
+def retime_shipped(models_dir: Path, n_calls: int = 2000) -> dict:
+    """Time every model of `<models_dir>/manifest.json` again in one sitting; rewrite its latencies.
+
+    For a manifest whose figures were taken while the machine was busy (say, beside a training run).
+    """
+    path = models_dir / "manifest.json"
+    models = read_shipped(models_dir)
+    if not models:
+        raise ValueError(f"{path}: no manifest, or no models in it: ship models first")
+    files = [models_dir / entry[key] for entry in models.values() for key in ("file", "checkpoint")]
+    if missing := sorted({str(file) for file in files if not file.is_file()}):
+        raise ValueError(f"{path} names files that are not there: {', '.join(missing)}")
+    manifest = json.loads(path.read_text())
+    time_shipped_models(manifest["models"], models_dir, n_calls)
+    _write_json_atomically(manifest, path)
+    return manifest
+
+
 def manifest_entry(row: dict, file: str, checkpoint: str, command: str) -> dict:
     """One model's manifest entry from its results-table row."""
     return {

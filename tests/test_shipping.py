@@ -184,3 +184,37 @@ def test_a_further_cycle_ships_only_when_validation_accuracy_holds(tmp_path, cap
     assert grid_search_mnist.improved_on_start({"Large": better}, tmp_path) == {"Large": better}
     assert grid_search_mnist.improved_on_start({"Large": worse}, tmp_path) == {}
     assert "below the 0.9900 it started from: not shipped" in capsys.readouterr().out
+
+
+def test_retime_shipped_rewrites_only_the_latencies_of_the_manifest(tmp_path, capsys) -> None:
+    from custom_modules.onnx_export import export_onnx
+    from custom_modules.training import save_checkpoint
+    from custom_modules.vision_transformer import VisionTransformer, ViTConfig
+
+    model = VisionTransformer(ViTConfig(**FAST)).eval()
+    export_onnx(model, tmp_path / "vit-fast.onnx")
+    save_checkpoint(model, tmp_path / "vit-fast.pt")
+    entry = {"file": "vit-fast.onnx", "checkpoint": "vit-fast.pt", "config": FAST, "params": 1}
+    entry |= {"onnx_p50_us": 1e6, "torch_p50_us": 1e6, "bench_threads": 4, "command": "x"}
+    before = {"models": {"Fast": entry}, "grid_results": "grid_results.csv"}
+    (tmp_path / "manifest.json").write_text(json.dumps(before))
+
+    argv = ["--retime-shipped", "--models-dir", str(tmp_path), "--bench-calls", "30"]
+    assert grid_search_mnist.main(argv) == 0
+    after = json.loads((tmp_path / "manifest.json").read_text())
+    timed = after["models"]["Fast"]
+    assert 1 < timed["onnx_p50_us"] < 1e5 and 1 < timed["torch_p50_us"] < 1e5
+    assert timed["bench_threads"] == 1
+    latency = {"onnx_p50_us", "torch_p50_us", "bench_threads"}
+    assert {k: v for k, v in timed.items() if k not in latency} == {
+        k: v for k, v in entry.items() if k not in latency
+    }
+    assert after["grid_results"] == "grid_results.csv"
+    assert "Fast" in capsys.readouterr().out
+
+    (tmp_path / "vit-fast.pt").unlink()
+    assert grid_search_mnist.main(argv) == 2
+    assert "vit-fast.pt" in capsys.readouterr().err
+    assert json.loads((tmp_path / "manifest.json").read_text()) == after  # left as it was
+    assert grid_search_mnist.main(["--retime-shipped", "--models-dir", str(tmp_path / "no")]) == 2
+    assert "ship models first" in capsys.readouterr().err
