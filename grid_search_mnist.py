@@ -40,7 +40,12 @@ from custom_modules.results_table import (
     update_results,
 )
 from custom_modules.selection import FAST_MARGIN, select_models
-from custom_modules.shipping import retime_shipped, ship_models, shipped_entry
+from custom_modules.shipping import (
+    reexport_shipped,
+    retime_shipped,
+    ship_models,
+    shipped_entry,
+)
 from custom_modules.training import (
     DataSplits,
     TrainConfig,
@@ -146,6 +151,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="time the models of --models-dir/manifest.json again (PyTorch and ONNX in turns, "
         "one sitting, --bench-calls each), update their p50 latencies there, then stop",
+    )
+    parser.add_argument(
+        "--reexport-shipped",
+        action="store_true",
+        help="export the models of --models-dir again from their checkpoints with the current "
+        "export code (INT8 variants and latencies too; needs --data-dir), then stop",
     )
     parser.add_argument(
         "--ship",
@@ -589,6 +600,15 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
                 f"{name:<11} ONNX p50 {onnx_us:>7.1f} µs, PyTorch p50 {torch_us:>7.1f} µs "
                 f"({torch_us / onnx_us:.2f}x)"
             )
+        print(f"updated {args.models_dir / 'manifest.json'}")
+        return 0
+    if args.reexport_shipped:
+        try:
+            data = split_mnist(load_mnist(args.data_dir), args.val_size, args.seed)
+            reexport_shipped(args.models_dir, data)
+        except (MnistDataError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(f"updated {args.models_dir / 'manifest.json'}")
         return 0
     try:

@@ -35,12 +35,17 @@ class MultiHeadSelfAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_dropout)
 
     def forward(
-        self, x: torch.Tensor, return_attention: bool = False
+        self, x: torch.Tensor, return_attention: bool = False, cls_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attended tokens `(B, N, D)` and, if asked, the softmaxed weights `(B, heads, N, N)`."""
+        """Attended tokens `(B, N, D)` and, if asked, the softmaxed weights `(B, heads, N, N)`.
+
+        With `cls_only`, only the CLS token (the first) queries: `(B, 1, D)` and `(B, heads, 1, N)`.
+        """
         B, N, D = x.shape
         qkv = self.qkv_proj(x).view(B, N, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, hd)
+        if cls_only:
+            q = q[:, :, :1]  # (B, heads, 1, hd)
 
         attention = None
         if self.fused and not return_attention:
@@ -51,13 +56,14 @@ class MultiHeadSelfAttention(nn.Module):
             attention = scores.softmax(dim=-1)
             out = self.attn_drop(attention) @ v  # (B, heads, N, hd)
 
-        out = out.transpose(1, 2).reshape(B, N, D)
+        out = out.transpose(1, 2).reshape(B, q.shape[2], D)
         return self.proj_drop(self.out_proj(out)), attention
 
     @staticmethod
     def cls_attention(attention: torch.Tensor, grid_size: int) -> torch.Tensor:
         """The CLS token's attention over the patches, on the patch grid: `(B, heads, g, g)`.
 
-        Row 0 of the softmaxed matrix with the CLS-to-CLS entry dropped, so it sums to at most 1.
+        Row 0 of the softmaxed matrix (full or CLS-only) with the CLS-to-CLS entry dropped, so
+        it sums to at most 1.
         """
         return attention[:, :, 0, 1:].unflatten(-1, (grid_size, grid_size))

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 from custom_modules.atomic_file import replaced_atomically
 from custom_modules.inference import INPUT_NAME
 from custom_modules.latency import onnx_session, time_interleaved, torch_threads
-from custom_modules.onnx_export import ExportedViT
+from custom_modules.onnx_export import ExportedViT, export_onnx
 from custom_modules.onnx_variants import onnx_accuracy, onnx_predictions, quantize_int8
 from custom_modules.training import DataSplits, classification_metrics, load_checkpoint
 
@@ -170,3 +171,43 @@ def ship_models(
     manifest = {"models": models, "grid_results": grid_results}
     _write_json_atomically(manifest, models_dir / "manifest.json")
     return manifest
+
+
+def reexport_shipped(models_dir: Path, data: DataSplits) -> dict:
+    """Export every shipped model again from its checkpoint with the current export code.
+
+    The weights, and so the PyTorch figures (validation and test metrics), stay; the ONNX files,
+    their INT8 variants (accuracy measured again) and all latencies are new.
+    """
+    shipped = read_shipped(models_dir)
+    fp32 = {name: entry for name, entry in shipped.items() if "int8_of" not in entry}
+    if not fp32:
+        raise ValueError(f"{models_dir / 'manifest.json'}: no shipped models to export again")
+    if missing := [
+        e["checkpoint"] for e in fp32.values() if not (models_dir / e["checkpoint"]).is_file()
+    ]:
+        raise ValueError(f"{models_dir}: checkpoints not found: {', '.join(missing)}")
+    grid_results = json.loads((models_dir / "manifest.json").read_text())["grid_results"]
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir, rows = Path(tmp), {}
+        for name, entry in fp32.items():
+            onnx_file, checkpoint_file = f"{name}.onnx", f"{name}.pt"
+            export_onnx(load_checkpoint(models_dir / entry["checkpoint"]), run_dir / onnx_file)
+            shutil.copyfile(models_dir / entry["checkpoint"], run_dir / checkpoint_file)
+            rows[name] = {
+                **entry["config"],
+                "params": entry["params"],
+                "val_accuracy": entry["val_accuracy"],
+                **{
+                    f"test_{m}": entry[f"test_{m}"]
+                    for m in ("accuracy", "precision", "recall", "f1")
+                },
+                "onnx_p50_us": entry["onnx_p50_us"],
+                "torch_p50_us": entry["torch_p50_us"],
+                "bench_threads": entry["bench_threads"],
+                "onnx_size_bytes": (run_dir / onnx_file).stat().st_size,
+                "onnx_file": onnx_file,
+                "checkpoint_file": checkpoint_file,
+            }
+        commands = {name: entry["command"] for name, entry in fp32.items()}
+        return ship_models(rows, run_dir, models_dir, data, grid_results, commands)

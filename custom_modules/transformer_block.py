@@ -42,9 +42,11 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(emb_dim, mlp_ratio, dropout)
 
     def forward(
-        self, x: torch.Tensor, return_attention: bool = False
+        self, x: torch.Tensor, return_attention: bool = False, cls_only: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, attention = self.attn(self.norm1(x), return_attention)
+        """`cls_only` computes the CLS token's output alone (all tokens are still attended to)."""
+        attn_out, attention = self.attn(self.norm1(x), return_attention, cls_only)
+        x = x[:, :1] if cls_only else x
         x = x + attn_out
         x = x + self.mlp(self.norm2(x))
-        return x, attention  # (B, N, D), (B, heads, N, N) or None
+        return x, attention  # (B, N, D) or (B, 1, D); (B, heads, N or 1, N) or None

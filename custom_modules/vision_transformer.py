@@ -102,9 +102,11 @@ class VisionTransformer(nn.Module):
         """Logits, each block's CLS attention `(B, heads, g, g)` and the rollout map `(B, g, g)`."""
         x = self._tokens(images)
         attentions = []
-        for block in self.blocks:
-            x, attention = block(x, return_attention=True)
-            attentions.append(attention)  # (B, heads, N, N)
+        for i, block in enumerate(self.blocks):
+            # the outputs read only the CLS row of the last block: skip its other tokens' work
+            last = i == len(self.blocks) - 1
+            x, attention = block(x, return_attention=True, cls_only=last)
+            attentions.append(attention)  # (B, heads, N, N); (B, heads, 1, N) for the last
         grid = self.config.grid_size
         cls_attentions = [MultiHeadSelfAttention.cls_attention(a, grid) for a in attentions]
         return self._classify(x), cls_attentions, attention_rollout(attentions, grid)
@@ -124,7 +126,8 @@ def attention_rollout(attentions: list[torch.Tensor], grid_size: int) -> torch.T
     N = grid_size**2 + 1
     identity = torch.eye(N, dtype=attentions[0].dtype, device=attentions[0].device)
     rollout = None
-    for attention in attentions:
-        mixed = 0.5 * attention.mean(dim=1) + 0.5 * identity  # (B, N, N), rows still sum to 1
+    for attention in attentions:  # the last may hold the CLS row alone: (B, heads, 1, N)
+        rows = attention.shape[-2]
+        mixed = 0.5 * attention.mean(dim=1) + 0.5 * identity[:rows]  # (B, rows, N), rows sum to 1
         rollout = mixed if rollout is None else mixed @ rollout
     return rollout[:, 0, 1:].unflatten(-1, (grid_size, grid_size))  # (B, g, g)

@@ -133,3 +133,20 @@ def test_model_learns_a_tiny_problem() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0]
+
+
+@pytest.mark.parametrize("n_layers", [1, 2])
+def test_the_cls_only_last_block_gives_what_the_full_block_gives(n_layers: int) -> None:
+    config = ViTConfig(emb_dim=32, num_heads=4, n_layers=n_layers, mlp_ratio=2)
+    model = VisionTransformer(config).eval()
+    images = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        x, attentions = model._tokens(images), []
+        for block in model.blocks:  # every token through every block
+            x, attention = block(x, return_attention=True)
+            attentions.append(attention)
+        logits, cls_attentions, rollout = model.forward_with_attention(images)
+    torch.testing.assert_close(logits, model._classify(x))
+    for full, cls_only in zip(attentions, cls_attentions, strict=True):
+        torch.testing.assert_close(cls_only, MultiHeadSelfAttention.cls_attention(full, 7))
+    torch.testing.assert_close(rollout, attention_rollout(attentions, 7))

@@ -218,3 +218,39 @@ def test_retime_shipped_rewrites_only_the_latencies_of_the_manifest(tmp_path, ca
     assert json.loads((tmp_path / "manifest.json").read_text()) == after  # left as it was
     assert grid_search_mnist.main(["--retime-shipped", "--models-dir", str(tmp_path / "no")]) == 2
     assert "ship models first" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_reexport_shipped_writes_the_onnx_files_again_from_the_checkpoints(tmp_path) -> None:
+    from custom_modules.training import load_checkpoint
+
+    table = write_table(tmp_path / "grid_results.csv", RUNS)
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist())
+    models_dir = tmp_path / "models"
+    common = ["--data-dir", str(data_dir), "--models-dir", str(models_dir), "--val-size", "40"]
+    ship = ["--ship", "--results-table", str(table), "--output-dir", str(tmp_path / "ship")]
+    more = ["--epochs", "1", "--batch-size", "32", "--wandb", "disabled", "--bench-calls", "20"]
+    assert grid_search_mnist.main([*ship, *more, *common]) == 0
+    before = json.loads((models_dir / "manifest.json").read_text())
+    (models_dir / "vit-fast.onnx").unlink()  # lost, or written by an older export
+
+    assert grid_search_mnist.main(["--reexport-shipped", *common]) == 0
+    after = json.loads((models_dir / "manifest.json").read_text())
+    assert after["grid_results"] == before["grid_results"]
+    kept = ("config", "params", "val_accuracy", "test_accuracy", "test_f1", "command")
+    for name in ("Fast", "Large"):
+        assert {k: after["models"][name][k] for k in kept} == {
+            k: before["models"][name][k] for k in kept
+        }
+        entry = after["models"][name]
+        assert (models_dir / entry["file"]).stat().st_size == entry["size_bytes"]
+        images = torch.randn(3, 1, 28, 28)
+        expected = load_checkpoint(models_dir / entry["checkpoint"])(images)
+        probabilities, _ = OnnxViT(models_dir / entry["file"]).predict(images.numpy())
+        torch.testing.assert_close(
+            torch.from_numpy(probabilities), expected.softmax(-1), atol=1e-5, rtol=0
+        )
+
+    (models_dir / "vit-large.pt").unlink()
+    assert grid_search_mnist.main(["--reexport-shipped", *common]) == 2
+    assert json.loads((models_dir / "manifest.json").read_text()) == after  # left as it was
