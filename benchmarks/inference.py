@@ -63,12 +63,12 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def model_pairs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
-    """(name, onnx, checkpoint) for each model to measure."""
+def model_pairs(args: argparse.Namespace) -> list[tuple[str, Path, Path, Path | None]]:
+    """(name, onnx, checkpoint, shipped INT8 variant or None) for each model to measure."""
     if args.onnx or args.checkpoint:
         if not (args.onnx and args.checkpoint):
             raise SystemExit("error: give both --onnx and --checkpoint")
-        return [(args.onnx.stem, args.onnx, args.checkpoint)]
+        return [(args.onnx.stem, args.onnx, args.checkpoint, None)]
     manifest_path = MODELS_DIR / "manifest.json"
     if not manifest_path.exists():
         raise SystemExit(
@@ -76,9 +76,11 @@ def model_pairs(args: argparse.Namespace) -> list[tuple[str, Path, Path]]:
             "or pass --onnx and --checkpoint"
         )
     models = json.loads(manifest_path.read_text())["models"]
+    int8_files = {e["int8_of"]: MODELS_DIR / e["file"] for e in models.values() if "int8_of" in e}
     return [
-        (name, MODELS_DIR / entry["file"], MODELS_DIR / entry["checkpoint"])
+        (name, MODELS_DIR / entry["file"], MODELS_DIR / entry["checkpoint"], int8_files.get(name))
         for name, entry in models.items()
+        if "int8_of" not in entry  # an INT8 variant is a row of its model's table
     ]
 
 
@@ -163,13 +165,14 @@ def main() -> int:
     header = (
         f"{'runtime':<40} {'threads':>7} {'p50 µs':>8} {'p90 µs':>8} {'img/s':>8} {'speed-up':>8}"
     )
-    for name, onnx_path, checkpoint in model_pairs(args):
+    for name, onnx_path, checkpoint, shipped_int8 in model_pairs(args):
         config = load_checkpoint(checkpoint).config
         with tempfile.TemporaryDirectory() as tmp:
             fused = fuse_transformer_ops(
                 onnx_path, Path(tmp) / "fused.onnx", config.num_heads, config.emb_dim
             )
-            int8 = quantize_int8(onnx_path, Path(tmp) / "int8.onnx")
+            # the shipped INT8 file, or one made here the same way (quantize_int8) for a pair
+            int8 = shipped_int8 or quantize_int8(onnx_path, Path(tmp) / "int8.onnx")
             fused_diff = max_difference(onnx_path, fused, one)
             int8_diff = max_difference(onnx_path, int8, one)
             print(

@@ -1,5 +1,5 @@
 """Shared fixtures: a tiny exported ViT with a manifest and a grid table, so no test needs the
-real shipped models; odd and hostile uploads; the fuzz tests' counts in the terminal summary."""
+real shipped models; odd and hostile uploads; recorded figures in the terminal summary."""
 
 import csv
 import io
@@ -198,20 +198,26 @@ def uploads() -> dict[str, bytes]:
     return {name: build() for name, build in UPLOADS.items()}
 
 
-# ------------------------------------------------------------------------- fuzz counts
+# ---------------------------------------------------------------- recorded figures
+
+SUMMARY_SECTIONS = {"fuzz": "fuzzing", "measured": "measured in the browser"}
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print what each test recorded as ("fuzz", line), e.g. how many inputs a fuzzer tried."""
-    lines = [
-        f"{report.nodeid}: {value}"
-        for reports in terminalreporter.stats.values()
-        for report in reports
-        if isinstance(report, pytest.TestReport) and report.when == "call"
-        for key, value in report.user_properties
-        if key == "fuzz"
-    ]
-    if lines:
-        terminalreporter.section("fuzzing")
-        for line in lines:
-            terminalreporter.write_line(line)
+    """Print what tests recorded with `record_property(key, line)`, a section per key.
+
+    "fuzz": how many inputs a fuzzer tried; "measured": what the app showed in the browser.
+    """
+    for key, title in SUMMARY_SECTIONS.items():
+        lines = [
+            f"{report.nodeid}: {value}"
+            for reports in terminalreporter.stats.values()
+            for report in reports
+            if isinstance(report, pytest.TestReport) and report.when == "call"
+            for recorded_key, value in report.user_properties
+            if recorded_key == key
+        ]
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)

@@ -64,6 +64,7 @@ DIGITS = {
 MOUSE_STEP = 12  # px between the mouse events of a drag, like a quick hand
 BOX_TOLERANCE = 4  # px: the pen's round end caps reach HALF_STROKE past the points, within this
 SCRIPT_DONE = "[data-testid=stApp][data-test-script-state=notRunning]"
+PREDICTION_TIME = re.compile(r"Preprocessing \+ inference took ([\d.]+) ms")
 
 
 def free_port() -> int:
@@ -337,7 +338,9 @@ def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, t
 
 
 @pytest.mark.parametrize("model", ["Fast", "Large"])
-def test_the_shipped_models_read_digits_drawn_in_several_strokes(browser, shipped_app_url, model):
+def test_the_shipped_models_read_digits_drawn_in_several_strokes(
+    browser, shipped_app_url, model, record_property
+):
     """The real models, chosen in the sidebar, read a 0, 1, 4 and 7 drawn with the mouse."""
     manifest = json.loads((SHIPPED_MODELS_DIR / "manifest.json").read_text())
     emb_dim = manifest["models"][model]["config"]["emb_dim"]
@@ -349,6 +352,7 @@ def test_the_shipped_models_read_digits_drawn_in_several_strokes(browser, shippe
         page.get_by_text(model, exact=True).click()
         page.get_by_text(re.compile(f"embedding {emb_dim}, 4×4 patches")).wait_for()
         page.locator(SCRIPT_DONE).wait_for(state="attached")
+        milliseconds = []
         for i, (digit, strokes) in enumerate(DIGITS.items()):
             if i:
                 page.get_by_role("button", name="Clear").click()
@@ -360,6 +364,10 @@ def test_the_shipped_models_read_digits_drawn_in_several_strokes(browser, shippe
             received(page, len(strokes))
             expect(page.get_by_test_id("stMetricValue")).to_have_text(digit)
             expect(page.get_by_test_id("stException")).to_have_count(0)
+            took = page.get_by_text(PREDICTION_TIME).inner_text()
+            milliseconds.append(float(PREDICTION_TIME.search(took).group(1)))
         screenshot(page, f"browser-shipped-{model.lower()}.png")
+        shown = ", ".join(f"{ms:.1f}" for ms in milliseconds)
+        record_property("measured", f"{model}: prediction time shown per digit (ms): {shown}")
     finally:
         page.close()
