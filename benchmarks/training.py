@@ -49,6 +49,9 @@ def parse_args() -> argparse.Namespace:
         "--steps-scale", type=float, default=1.0, help="multiply every configuration's steps"
     )
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--held-out", type=int, default=2000, help="images the accuracy afterwards is measured on"
+    )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
@@ -97,7 +100,7 @@ def main() -> int:
         return 2
     max_steps = max(round(steps * args.steps_scale) for _, steps in CONFIGS.values())
     n_train = (max_steps + 5) * args.batch_size
-    data = split_mnist(mnist, val_size=2000, seed=args.seed, train_subset=n_train)
+    data = split_mnist(mnist, val_size=args.held_out, seed=args.seed, train_subset=n_train)
     all_batches = [
         (data.train_images[i : i + args.batch_size], data.train_labels[i : i + args.batch_size])
         for i in range(0, n_train, args.batch_size)
