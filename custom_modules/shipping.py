@@ -18,6 +18,7 @@ from custom_modules.training import DataSplits, classification_metrics, load_che
 # an INT8 variant is shipped only if it loses at most this much validation accuracy
 INT8_MAX_ACCURACY_LOSS = 0.002
 CONFIG_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
+TEST_METRICS = ("accuracy", "precision", "recall", "f1")
 
 
 def _copy_atomically(source: Path, target: Path) -> None:
@@ -58,16 +59,16 @@ def retime_shipped(models_dir: Path, n_calls: int = 2000) -> dict:
 
     For a manifest whose figures were taken while the machine was busy (say, beside a training run).
     """
-    path = models_dir / "manifest.json"
-    models = read_shipped(models_dir)
-    if not models:
-        raise ValueError(f"{path}: no manifest, or no models in it: ship models first")
-    files = [models_dir / entry[key] for entry in models.values() for key in ("file", "checkpoint")]
-    if missing := sorted({str(file) for file in files if not file.is_file()}):
-        raise ValueError(f"{path} names files that are not there: {', '.join(missing)}")
-    manifest = json.loads(path.read_text())
+    manifest = _read_manifest(models_dir)
+    if not manifest["models"]:
+        raise ValueError(
+            f"{_manifest_path(models_dir)}: no manifest, or no models in it: ship models first"
+        )
+    _require_files(
+        models_dir, [e[key] for e in manifest["models"].values() for key in ("file", "checkpoint")]
+    )
     time_shipped_models(manifest["models"], models_dir, n_calls)
-    _write_json_atomically(manifest, path)
+    _write_json_atomically(manifest, _manifest_path(models_dir))
     return manifest
 
 
@@ -79,7 +80,7 @@ def manifest_entry(row: dict, file: str, checkpoint: str, command: str) -> dict:
         "config": {key: int(row[key]) for key in CONFIG_KEYS},
         "params": int(row["params"]),
         "val_accuracy": float(row["val_accuracy"]),
-        **{f"test_{m}": float(row[f"test_{m}"]) for m in ("accuracy", "precision", "recall", "f1")},
+        **{f"test_{m}": float(row[f"test_{m}"]) for m in TEST_METRICS},
         "onnx_p50_us": float(row["onnx_p50_us"]),
         "torch_p50_us": float(row["torch_p50_us"]),
         "bench_threads": int(row["bench_threads"]),
@@ -93,15 +94,33 @@ def _as_uint8(images: torch.Tensor) -> np.ndarray:
     return images.mul(255).round().to(torch.uint8).squeeze(1).cpu().numpy()
 
 
+def _manifest_path(models_dir: Path) -> Path:
+    return models_dir / "manifest.json"
+
+
+def _read_manifest(models_dir: Path) -> dict:
+    """The whole `<models_dir>/manifest.json`; no models when nothing is shipped yet."""
+    path = _manifest_path(models_dir)
+    if not path.exists():
+        return {"models": {}}
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["models"].items()  # a manifest without a models mapping is corrupt
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: cannot read the manifest ({err})") from None
+    return manifest
+
+
+def _require_files(models_dir: Path, files: list[str]) -> None:
+    """Raise a ValueError naming every one of `files` (manifest names) not in `models_dir`."""
+    if missing := sorted({str(models_dir / f) for f in files if not (models_dir / f).is_file()}):
+        path = _manifest_path(models_dir)
+        raise ValueError(f"{path} names files that are not there: {', '.join(missing)}")
+
+
 def read_shipped(models_dir: Path) -> dict[str, dict]:
     """The entries of `<models_dir>/manifest.json` by name; {} when nothing is shipped yet."""
-    path = models_dir / "manifest.json"
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())["models"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: cannot read the manifest ({err})") from None
+    return _read_manifest(models_dir)["models"]
 
 
 def shipped_entry(models_dir: Path, config: dict[str, int]) -> dict:
@@ -109,7 +128,7 @@ def shipped_entry(models_dir: Path, config: dict[str, int]) -> dict:
     for entry in read_shipped(models_dir).values():
         if "int8_of" not in entry and entry["config"] == config:
             return entry
-    raise ValueError(f"{models_dir / 'manifest.json'}: no shipped model has the config {config}")
+    raise ValueError(f"{_manifest_path(models_dir)}: no shipped model has the config {config}")
 
 
 def ship_models(
@@ -169,7 +188,7 @@ def ship_models(
     models = dict(sorted(models.items()))  # each model followed by its INT8 variant
     time_shipped_models(models, models_dir)
     manifest = {"models": models, "grid_results": grid_results}
-    _write_json_atomically(manifest, models_dir / "manifest.json")
+    _write_json_atomically(manifest, _manifest_path(models_dir))
     return manifest
 
 
@@ -179,15 +198,11 @@ def reexport_shipped(models_dir: Path, data: DataSplits) -> dict:
     The weights, and so the PyTorch figures (validation and test metrics), stay; the ONNX files,
     their INT8 variants (accuracy measured again) and all latencies are new.
     """
-    shipped = read_shipped(models_dir)
-    fp32 = {name: entry for name, entry in shipped.items() if "int8_of" not in entry}
+    manifest = _read_manifest(models_dir)
+    fp32 = {name: e for name, e in manifest["models"].items() if "int8_of" not in e}
     if not fp32:
-        raise ValueError(f"{models_dir / 'manifest.json'}: no shipped models to export again")
-    if missing := [
-        e["checkpoint"] for e in fp32.values() if not (models_dir / e["checkpoint"]).is_file()
-    ]:
-        raise ValueError(f"{models_dir}: checkpoints not found: {', '.join(missing)}")
-    grid_results = json.loads((models_dir / "manifest.json").read_text())["grid_results"]
+        raise ValueError(f"{_manifest_path(models_dir)}: no shipped models to export again")
+    _require_files(models_dir, [entry["checkpoint"] for entry in fp32.values()])
     with tempfile.TemporaryDirectory() as tmp:
         run_dir, rows = Path(tmp), {}
         for name, entry in fp32.items():
@@ -198,10 +213,7 @@ def reexport_shipped(models_dir: Path, data: DataSplits) -> dict:
                 **entry["config"],
                 "params": entry["params"],
                 "val_accuracy": entry["val_accuracy"],
-                **{
-                    f"test_{m}": entry[f"test_{m}"]
-                    for m in ("accuracy", "precision", "recall", "f1")
-                },
+                **{f"test_{m}": entry[f"test_{m}"] for m in TEST_METRICS},
                 "onnx_p50_us": entry["onnx_p50_us"],
                 "torch_p50_us": entry["torch_p50_us"],
                 "bench_threads": entry["bench_threads"],
@@ -210,4 +222,4 @@ def reexport_shipped(models_dir: Path, data: DataSplits) -> dict:
                 "checkpoint_file": checkpoint_file,
             }
         commands = {name: entry["command"] for name, entry in fp32.items()}
-        return ship_models(rows, run_dir, models_dir, data, grid_results, commands)
+        return ship_models(rows, run_dir, models_dir, data, manifest["grid_results"], commands)
