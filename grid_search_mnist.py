@@ -192,6 +192,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="epochs without a better validation loss before stopping",
     )
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument(
+        "--elastic-alpha",
+        type=float,
+        default=0.0,
+        help="add elastic distortion of this strength (pixels, sigma 4) to the affine augmentation",
+    )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
         "--train-subset", type=int, default=None, help="train on this many images only (quick runs)"
@@ -350,6 +356,7 @@ def run_config(
         batch_size=args.batch_size,
         lr=args.lr,
         patience=args.patience,
+        elastic_alpha=args.elastic_alpha,
         bf16=path.bf16,
         seed=args.seed,
     )

@@ -24,6 +24,7 @@ from custom_modules.results_table import (
 )
 from custom_modules.training import (
     TrainConfig,
+    elastic_field,
     evaluate,
     load_checkpoint,
     random_affine,
@@ -96,6 +97,31 @@ def test_random_affine_moves_ink_but_keeps_black_background() -> None:
     assert torch.all(ink > 0.5 * images[0].sum())  # the digit is not lost
     again = random_affine(images, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, again)  # seeded
+
+
+def test_elastic_field_is_smooth_seeded_and_in_pixels() -> None:
+    def field(alpha: float, seed: int = 0) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return elastic_field((16, 28, 28), generator, alpha, 4.0, torch.device("cpu"))
+
+    displacement = field(34.0)
+    assert displacement.shape == (16, 28, 28, 2)
+    torch.testing.assert_close(displacement, field(34.0))  # seeded
+    torch.testing.assert_close(field(68.0), 2 * displacement)  # linear in alpha
+    pixels = displacement * 14  # a pixel is 2/28 grid units
+    assert 0.5 < pixels.std() < 3  # a pixel or two, as in Simard et al.
+    # smooth: neighbours move together (blur-free noise differs by more than its own size)
+    step = (pixels[:, :, 1:] - pixels[:, :, :-1]).abs().mean()
+    assert step < 0.3 * pixels.abs().mean()
+
+
+def test_elastic_augmentation_warps_the_digit_without_losing_it() -> None:
+    images = torch.zeros(32, 1, 28, 28)
+    images[:, :, 8:20, 12:16] = 1.0
+    affine = random_affine(images, torch.Generator().manual_seed(0))
+    warped = random_affine(images, torch.Generator().manual_seed(0), elastic_alpha=34.0)
+    assert not torch.allclose(affine, warped)
+    assert torch.all(warped.sum(dim=(1, 2, 3)) > 0.5 * images[0].sum())
 
 
 def test_warmup_then_cosine_to_zero() -> None:
