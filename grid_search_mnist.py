@@ -198,6 +198,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="add elastic distortion of this strength (pixels, sigma 4) to the affine augmentation",
     )
+    parser.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="train on the images as they are (e.g. a short low-lr polish after augmentation)",
+    )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument(
         "--train-subset", type=int, default=None, help="train on this many images only (quick runs)"
@@ -356,6 +361,7 @@ def run_config(
         batch_size=args.batch_size,
         lr=args.lr,
         patience=args.patience,
+        augment=not args.no_augment,
         elastic_alpha=args.elastic_alpha,
         bf16=path.bf16,
         seed=args.seed,
@@ -584,6 +590,12 @@ def main(argv: list[str] | None = None, run_one: RunFn | None = None) -> int:
     results_path = args.output_dir / "results.csv"
     if (args.only or args.init_from) and not args.ship:
         print("error: --only and --init-from go with --ship", file=sys.stderr)
+        return 2
+    if args.no_augment and args.elastic_alpha > 0:
+        print(
+            "error: --elastic-alpha needs the augmentation that --no-augment turns off",
+            file=sys.stderr,
+        )
         return 2
     if error := backend_args_error(args):
         print(f"error: {error}", file=sys.stderr)

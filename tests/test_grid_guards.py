@@ -76,3 +76,26 @@ def test_a_corrupt_results_table_is_reported_and_left_alone(argv, tmp_path, caps
     assert grid_search_mnist.main(argv, run_one=pytest.fail) == 2
     assert "corrupt" in capsys.readouterr().err
     assert table.read_text() == "run_id,emb_dim\nvit-a,16,unexpected\n"
+
+
+def test_augmentation_flags_reach_the_training_config(argv, monkeypatch) -> None:
+    seen = []
+
+    def capture(model, data, config, *rest):
+        seen.append(config)
+        raise KeyboardInterrupt  # enough: the config is what this test is about
+
+    monkeypatch.setattr(grid_search_mnist, "train_model", capture)
+    for flags, augment, alpha in [([], True, 0.0), (["--elastic-alpha", "34"], True, 34.0),
+                                  (["--no-augment"], False, 0.0)]:  # fmt: skip
+        with pytest.raises(KeyboardInterrupt):
+            grid_search_mnist.main([*argv, *flags, "--max-runs", "1", "--yes"])
+        assert (seen[-1].augment, seen[-1].elastic_alpha) == (augment, alpha)
+
+
+def test_elastic_distortion_without_augmentation_is_refused(argv, capsys) -> None:
+    code = grid_search_mnist.main(
+        [*argv, "--no-augment", "--elastic-alpha", "34"], run_one=pytest.fail
+    )
+    assert code == 2
+    assert "--elastic-alpha needs the augmentation" in capsys.readouterr().err
