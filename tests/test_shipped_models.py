@@ -77,6 +77,17 @@ def test_onnx_file_is_the_export_of_the_shipped_checkpoint(name: str) -> None:
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
 
 
+# the shipping issue's targets on the 10k test set; the test below holds the manifest to the files
+TEST_ACCURACY_TARGETS = {"Fast": 0.985, "Large": 0.993}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_shipped_model_meets_its_accuracy_target(name: str) -> None:
+    entry = MANIFEST["models"][name]
+    target = TEST_ACCURACY_TARGETS[entry.get("int8_of", name)]
+    assert entry["test_accuracy"] >= target, f"{name}: {entry['test_accuracy']} < {target}"
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not MNIST_DIR.exists(), reason="needs MNIST at ../shared/data/mnist")
 @pytest.mark.parametrize("name", NAMES)
