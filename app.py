@@ -2,7 +2,7 @@
 
     streamlit run app.py    # models from ./models; set VIT_DIGITS_MODELS_DIR to use another folder
 
-Serving is torch-free: ONNX Runtime, numpy and Pillow only (custom_modules.inference).
+Serving is torch-free: ONNX Runtime, numpy and Pillow only (custom_modules.serving).
 """
 
 import math
@@ -17,21 +17,14 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
-from custom_modules.inference import (
-    Manifest,
-    ModelFileError,
-    ModelInfo,
-    OnnxViT,
-    Prediction,
-    UploadError,
-    attention_overlay,
-    preprocess_image,
-    read_manifest,
-    read_upload,
-    to_pixels,
-    upscale_nearest,
-)
-from custom_modules.results_table import FIELDS
+from custom_modules.contract import CONFIG_KEYS
+from custom_modules.grid.results_table import FIELDS
+from custom_modules.serving.errors import ModelFileError
+from custom_modules.serving.manifest import Manifest, ModelInfo, read_manifest
+from custom_modules.serving.model import OnnxViT, Prediction
+from custom_modules.serving.overlay import as_uint8, attention_overlay, upscale_nearest
+from custom_modules.serving.preprocess import ink_box, preprocess_image
+from custom_modules.serving.upload import UploadError, read_upload
 
 CANVAS_SIZE = 280
 INPUT_DISPLAY_SIZE = 224
@@ -109,15 +102,6 @@ def clear_canvas() -> None:
     st.session_state.canvas_generation = st.session_state.get("canvas_generation", 0) + 1
 
 
-def ink_box(image: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom) of the lit pixels of the canvas (RGBA, black background)."""
-    is_ink = image[..., :3].max(axis=-1) > 0
-    if not is_ink.any():
-        return None
-    rows, cols = np.flatnonzero(is_ink.any(axis=1)), np.flatnonzero(is_ink.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
-
-
 def drawn_image(stroke_width: int) -> np.ndarray | None:
     """The canvas as an RGBA array (white ink on black), or None before anything is drawn.
 
@@ -139,7 +123,8 @@ def drawn_image(stroke_width: int) -> np.ndarray | None:
     st.button("Clear", on_click=clear_canvas, icon=":material/delete:")
     strokes = len((result.json_data or {}).get("objects", []))
     image = result.image_data
-    box = None if image is None else ink_box(image)
+    # the lit pixels of the canvas (RGBA, black background)
+    box = None if image is None else ink_box(image[..., :3].max(axis=-1) > 0)
     if box is None:
         st.caption("Draw with the mouse, a finger or a pen.")
         return None
@@ -284,7 +269,7 @@ def predict_tab(model: OnnxViT, source: str, stroke_width: int) -> None:
         return
     prediction = model.predict_with_rollout(x)
     milliseconds = (time.perf_counter() - started) * 1000
-    pixels = to_pixels(x)
+    pixels = as_uint8(x)
     with seen_column:
         show_model_input(pixels)
     with result_column:
@@ -301,7 +286,7 @@ def highlight_models(results: pd.DataFrame, manifest: Manifest) -> pd.Series:
     The first model listed wins, so "Fast" keeps its row when a "Fast INT8" shares its config.
     """
     served = pd.Series("other", index=results.index)
-    keys = ["emb_dim", "num_heads", "n_layers", "mlp_ratio"]
+    keys = list(CONFIG_KEYS)
     if not set(keys) <= set(results.columns):
         return served
     for info in manifest.models.values():

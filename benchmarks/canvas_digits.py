@@ -16,16 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from custom_modules.inference import (  # noqa: E402
-    MNIST_MEAN,
-    MNIST_STD,
-    OnnxViT,
-    preprocess_image,
-    read_manifest,
-)
-from custom_modules.mnist_data import DEFAULT_DATA_DIR, load_mnist  # noqa: E402
+from custom_modules.contract import PIXEL_MAX
+from custom_modules.serving.manifest import read_manifest
+from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist
 
 CANVAS_SIZE = 280  # as in app.py
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
@@ -56,9 +51,9 @@ def redraw_on_canvas(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def plain_resize(canvas: np.ndarray) -> np.ndarray:
-    """The naive input: the whole canvas's ink, shrunk to 28x28 and normalised."""
+    """The naive input: the whole canvas's ink, shrunk to 28x28 pixels in [0, 1]."""
     ink = Image.fromarray(canvas[..., 3]).resize((28, 28), Image.LANCZOS)
-    return ((np.asarray(ink, np.float32) / 255 - MNIST_MEAN) / MNIST_STD)[None, None]
+    return (np.asarray(ink, np.float32) / PIXEL_MAX)[None, None]
 
 
 def accuracy(model: OnnxViT, inputs: list[np.ndarray | None], labels: np.ndarray) -> float:
@@ -85,7 +80,7 @@ def main() -> int:
     digits, labels = mnist.test_images[picked], mnist.test_labels[picked]
     started = time.perf_counter()
     canvases = [redraw_on_canvas(digit, rng) for digit in digits]
-    as_mnist = [((d.astype(np.float32) / 255 - MNIST_MEAN) / MNIST_STD)[None, None] for d in digits]
+    as_mnist = [(d.astype(np.float32) / PIXEL_MAX)[None, None] for d in digits]
     preprocessed = [preprocess_image(canvas) for canvas in canvases]
     resized = [plain_resize(canvas) for canvas in canvases]
     print(

@@ -10,7 +10,6 @@ Runtime / PyTorch speed-ups, and the app's full path (preprocess a drawing + pre
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -21,26 +20,15 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from custom_modules.inference import (  # noqa: E402
-    INPUT_NAME,
-    OnnxViT,
-    preprocess_image,
-)
-from custom_modules.latency import (  # noqa: E402
-    onnx_session,
-    time_calls,
-    time_interleaved,
-    torch_threads,
-)
-from custom_modules.onnx_export import ExportedViT  # noqa: E402
-from custom_modules.onnx_variants import (  # noqa: E402
-    fuse_transformer_ops,
-    max_difference,
-    quantize_int8,
-)
-from custom_modules.training import load_checkpoint  # noqa: E402
+from custom_modules.contract import INPUT_NAME
+from custom_modules.export.latency import random_pixels, time_calls, time_interleaved, torch_threads
+from custom_modules.export.onnx_export import ExportedViT
+from custom_modules.export.variants import fuse_transformer_ops, max_difference, quantize_int8
+from custom_modules.serving.errors import ModelFileError
+from custom_modules.serving.manifest import read_manifest
+from custom_modules.serving.model import OnnxViT, onnx_session
+from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.training.checkpoints import load_checkpoint
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 LEVELS = {
@@ -69,18 +57,15 @@ def model_pairs(args: argparse.Namespace) -> list[tuple[str, Path, Path, Path | 
         if not (args.onnx and args.checkpoint):
             raise SystemExit("error: give both --onnx and --checkpoint")
         return [(args.onnx.stem, args.onnx, args.checkpoint, None)]
-    manifest_path = MODELS_DIR / "manifest.json"
-    if not manifest_path.exists():
-        raise SystemExit(
-            f"error: {manifest_path} not found; train the models (README, 'Models') "
-            "or pass --onnx and --checkpoint"
-        )
-    models = json.loads(manifest_path.read_text())["models"]
-    int8_files = {e["int8_of"]: MODELS_DIR / e["file"] for e in models.values() if "int8_of" in e}
+    try:
+        models = read_manifest(MODELS_DIR).models
+    except ModelFileError as err:
+        raise SystemExit(f"error: {err}; or pass --onnx and --checkpoint") from None
+    int8_files = {info.int8_of: info.path for info in models.values() if info.int8_of}
     return [
-        (name, MODELS_DIR / entry["file"], MODELS_DIR / entry["checkpoint"], int8_files.get(name))
-        for name, entry in models.items()
-        if "int8_of" not in entry  # an INT8 variant is a row of its model's table
+        (name, info.path, info.checkpoint, int8_files.get(name))
+        for name, info in models.items()
+        if info.int8_of is None and info.checkpoint is not None  # INT8: a row of its model's
     ]
 
 
@@ -153,9 +138,7 @@ def measure_app_path(path: Path, args) -> float:
 def main() -> int:
     args = parse_args()
     all_threads = os.cpu_count() or 1
-    rng = np.random.default_rng(0)
-    one = rng.standard_normal((1, 1, 28, 28), dtype=np.float32)
-    many = rng.standard_normal((args.throughput_batch, 1, 28, 28), dtype=np.float32)
+    one, many = random_pixels(1), random_pixels(args.throughput_batch, seed=1)
     print(
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
         f"{all_threads} CPU threads; batch-1 latency over {args.calls} calls after "

@@ -16,17 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from custom_modules.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist  # noqa: E402
-from custom_modules.training import (  # noqa: E402
-    TrainingPath,
-    cpu_has_bf16,
-    evaluate,
-    normalize,
-    split_mnist,
-)
-from custom_modules.vision_transformer import VisionTransformer, ViTConfig  # noqa: E402
+from custom_modules.training.data import split_mnist
+from custom_modules.training.loop import TrainingPath, cpu_has_bf16
+from custom_modules.training.metrics import evaluate
+from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 # the grid's smallest and largest configuration, and the training steps timed for each
 CONFIGS = {
@@ -74,7 +68,7 @@ def measure(
 
     def step(images: torch.Tensor, labels: torch.Tensor) -> float:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=path.bf16):
-            logits = forward(normalize(images))
+            logits = forward(images)  # pixels in [0, 1]: the model normalises them
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

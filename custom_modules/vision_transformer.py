@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from custom_modules.attention_module import MultiHeadSelfAttention
+from custom_modules.contract import MNIST_MEAN, MNIST_STD
 from custom_modules.image_encoder import PatchEmbedding
 from custom_modules.transformer_block import TransformerBlock
 
@@ -81,7 +82,8 @@ class VisionTransformer(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def _tokens(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(images)  # (B, P, D)
+        # the one place the MNIST normalisation happens: in training, evaluation and every export
+        x = self.patch_embed((images - MNIST_MEAN) / MNIST_STD)  # (B, P, D)
         cls = self.cls_token.expand(x.shape[0], -1, -1)  # (B, 1, D)
         x = torch.cat([cls, x], dim=1) + self.pos_embed  # (B, P+1, D)
         return self.pos_drop(x)
@@ -90,7 +92,7 @@ class VisionTransformer(nn.Module):
         return self.head(self.norm(x)[:, 0])  # (B, classes), read off the CLS token
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits `(B, num_classes)` for normalised images `(B, C, H, W)`."""
+        """Class logits `(B, num_classes)` for images `(B, C, H, W)` of pixels in [0, 1]."""
         x = self._tokens(images)
         for block in self.blocks:
             x, _ = block(x)
@@ -99,7 +101,10 @@ class VisionTransformer(nn.Module):
     def forward_with_attention(
         self, images: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-        """Logits, each block's CLS attention `(B, heads, g, g)` and the rollout map `(B, g, g)`."""
+        """Logits, each block's CLS attention `(B, heads, g, g)` and the rollout map `(B, g, g)`.
+
+        Takes pixels in [0, 1], as `forward`; this is the graph that is exported.
+        """
         x = self._tokens(images)
         attentions = []
         for i, block in enumerate(self.blocks):

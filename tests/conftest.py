@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from custom_modules.results_table import FIELDS
+from custom_modules.grid.results_table import FIELDS
 
 TINY_CONFIGS = {
     "Fast": {"emb_dim": 16, "num_heads": 2, "n_layers": 2, "mlp_ratio": 2},
@@ -25,7 +25,7 @@ def _export_tiny_vit(config: dict[str, int], path: Path, seed: int) -> int:
     """Export a randomly initialised ViT to `path`; return its parameter count."""
     import torch
 
-    from custom_modules.onnx_export import export_onnx
+    from custom_modules.export.onnx_export import export_onnx
     from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
     torch.manual_seed(seed)

@@ -25,7 +25,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import expect, sync_playwright
 
-from custom_modules.inference import OnnxViT, preprocess_image, to_pixels, upscale_nearest
+from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.overlay import as_uint8, upscale_nearest
+from custom_modules.serving.preprocess import preprocess_image
 
 pytestmark = pytest.mark.slow
 
@@ -294,7 +296,7 @@ def shown_model_input(page) -> np.ndarray:
 def assert_tab_shows_its_own_prediction(page, model: OnnxViT) -> np.ndarray:
     """The tab's model input and prediction are those of its own canvas; returns the input."""
     x = preprocess_image(canvas_pixels(page))
-    np.testing.assert_array_equal(shown_model_input(page), upscale_nearest(to_pixels(x), 8))
+    np.testing.assert_array_equal(shown_model_input(page), upscale_nearest(as_uint8(x), 8))
     probabilities = model.predict(x)[0][0]
     digit = int(np.argmax(probabilities))
     assert page.get_by_test_id("stMetricValue").inner_text().strip() == str(digit)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from custom_modules.inference import OnnxViT, UploadError, preprocess_image, read_upload
+from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.serving.upload import UploadError, read_upload
 from tests.conftest import encode, seven
 
 THREADS = 8

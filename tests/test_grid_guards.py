@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 import grid_search_mnist
-from custom_modules.results_table import read_results
+from custom_modules.grid.grid_file import run_id
+from custom_modules.grid.results_table import read_results
 from tests.test_pipeline import synthetic_mnist, write_grid, write_mnist_folder
 
 GRID = {"emb_dim": [16], "num_heads": [2], "n_layers": [1, 2, 3], "mlp_ratio": [2]}
@@ -14,7 +15,7 @@ GRID = {"emb_dim": [16], "num_heads": [2], "n_layers": [1, 2, 3], "mlp_ratio": [
 def fake_run(config, args, data, device) -> dict:
     """Stands in for training: a row with the fields the progress report prints."""
     return {
-        "run_id": grid_search_mnist.run_id(config),
+        "run_id": run_id(config),
         **config,
         "val_accuracy": 0.5,
         "test_accuracy": 0.5,
@@ -57,7 +58,7 @@ def test_a_full_disk_keeps_the_rows_already_written(argv, tmp_path, capsys, monk
         if len(writes) > 1:
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("custom_modules.results_table.os.fsync", fsync_until_full)
+    monkeypatch.setattr("custom_modules.grid.results_table.os.fsync", fsync_until_full)
     assert grid_search_mnist.main(argv, run_one=fake_run) == 1
     assert "No space left on device" in capsys.readouterr().err
     table = tmp_path / "out" / "results.csv"
@@ -86,7 +87,7 @@ def test_augmentation_flags_reach_the_training_config(argv, monkeypatch) -> None
         # stop here: the grid records an Exception per run and goes on, but not Ctrl+C
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(grid_search_mnist, "train_model", capture)
+    monkeypatch.setattr("custom_modules.grid.run.train_model", capture)
     for flags, augment, alpha in [([], True, 0.0), (["--elastic-alpha", "34"], True, 34.0),
                                   (["--no-augment"], False, 0.0)]:  # fmt: skip
         with pytest.raises(KeyboardInterrupt):
@@ -100,3 +101,42 @@ def test_elastic_distortion_without_augmentation_is_refused(argv, capsys) -> Non
     )
     assert code == 2
     assert "--elastic-alpha needs the augmentation" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "modes",
+    [["--retime", "--ship"], ["--ship", "--select"], ["--retime-shipped", "--reexport-shipped"]],
+)
+def test_contradictory_modes_are_refused_in_one_line(modes, capsys) -> None:
+    assert grid_search_mnist.main(modes) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not allowed with argument" in err
+
+
+def test_contradictory_modes_exit_non_zero_from_the_shell() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "grid_search_mnist.py", "--retime", "--ship"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error: ")
+
+
+def test_every_option_has_help_and_one_default() -> None:
+    parser = grid_search_mnist.build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        assert action.help, action.option_strings
+        text = formatter._expand_help(action)
+        assert text.count("default") <= 1 and "default: None" not in text, text
+
+
+def test_keep_latencies_goes_with_reexport_shipped(capsys) -> None:
+    assert grid_search_mnist.main(["--keep-latencies"]) == 2
+    assert "--keep-latencies goes with --reexport-shipped" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Tests for custom_modules.inference: MNIST-style preprocessing, the ONNX model, the manifest."""
+"""Tests for custom_modules.serving: MNIST-style preprocessing, the ONNX model, the manifest."""
 
 import json
 import subprocess
@@ -13,23 +13,17 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image, ImageDraw
 
-from custom_modules.inference import (
-    WORKING_PIXELS,
-    ModelFileError,
-    OnnxViT,
-    UploadError,
-    attention_overlay,
-    preprocess_image,
-    read_manifest,
-    read_upload,
-    softmax,
-    to_pixels,
-    upscale_nearest,
-)
+from custom_modules.serving.errors import ModelFileError
+from custom_modules.serving.manifest import read_manifest
+from custom_modules.serving.model import OnnxViT, softmax
+from custom_modules.serving.overlay import as_uint8, attention_overlay, upscale_nearest
+from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.serving.upload import WORKING_PIXELS, UploadError, read_upload
 from tests.conftest import encode, seven, sixteen_bit_png
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = ROOT.parent / "shared" / "data" / "mnist"
+SERVING_MODULES = ("errors", "manifest", "model", "overlay", "preprocess", "upload")
 CANVAS = 280
 # a "4" in unit coordinates: the open diagonal-and-bar stroke, then the vertical stroke
 FOUR = [[(0.35, 0.1), (0.15, 0.6), (0.8, 0.6)], [(0.6, 0.2), (0.6, 0.95)]]
@@ -49,7 +43,7 @@ def draw(strokes=FOUR, box=(0, 0, CANVAS, CANVAS), width=20, size=CANVAS) -> np.
 def pixels_of(image: np.ndarray) -> np.ndarray:
     x = preprocess_image(image)
     assert x is not None and x.shape == (1, 1, 28, 28) and x.dtype == np.float32
-    return to_pixels(x).astype(np.float64)
+    return as_uint8(x).astype(np.float64)
 
 
 def centre_of_mass(pixels: np.ndarray) -> tuple[float, float]:
@@ -177,7 +171,7 @@ def test_bad_images_raise_value_error(image, message):
 def mnist_digits() -> np.ndarray:
     if not MNIST_DIR.is_dir():
         pytest.skip(f"real MNIST not found in {MNIST_DIR}")
-    from custom_modules.mnist_data import load_mnist
+    from custom_modules.training.mnist_data import load_mnist
 
     return load_mnist(MNIST_DIR, download=False).test_images[:12]
 
@@ -463,5 +457,7 @@ def test_bad_manifests_raise_model_file_error(tmp_path, tiny_models_dir, change,
 
 
 def test_serving_code_does_not_import_torch():
-    code = "import custom_modules.inference, sys; assert 'torch' not in sys.modules"
+    modules = ["contract", *(f"serving.{m}" for m in SERVING_MODULES)]
+    imports = ", ".join(f"custom_modules.{module}" for module in modules)
+    code = f"import {imports}, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

@@ -1,4 +1,4 @@
-"""Tests for custom_modules.mnist_data: IDX round trips, tiny folders, every failure, downloads."""
+"""Tests for training.mnist_data: IDX round trips, tiny folders, every failure, downloads."""
 
 import gzip
 import hashlib
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custom_modules import mnist_data
-from custom_modules.mnist_data import MnistDataError, load_mnist, read_idx, write_idx
+from custom_modules.training import mnist_data
+from custom_modules.training.mnist_data import MnistDataError, load_mnist, read_idx, write_idx
 
 NAMES = tuple(mnist_data.CHECKSUMS)
 REAL_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"

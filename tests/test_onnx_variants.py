@@ -7,15 +7,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from custom_modules.inference import output_names
-from custom_modules.onnx_export import export_onnx
-from custom_modules.onnx_variants import (
+from custom_modules.contract import output_names
+from custom_modules.export.onnx_export import export_onnx
+from custom_modules.export.variants import (
     fuse_transformer_ops,
     max_difference,
     onnx_accuracy,
     quantize_int8,
 )
-from custom_modules.training import normalize
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 
@@ -55,7 +54,7 @@ def test_onnx_accuracy_matches_pytorch(exported) -> None:
     images = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)
     with torch.no_grad():
         pixels = torch.from_numpy(images).float().div(255).unsqueeze(1)
-        predictions = model(normalize(pixels)).argmax(dim=1).numpy()
+        predictions = model(pixels).argmax(dim=1).numpy()
     labels = predictions.copy()
     labels[:10] = (labels[:10] + 1) % 10  # exactly 10 of 50 wrong
     assert onnx_accuracy(path, images, labels, batch_size=16) == pytest.approx(0.8)

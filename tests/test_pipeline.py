@@ -12,27 +12,22 @@ import pytest
 import torch
 
 import grid_search_mnist
-from custom_modules import onnx_export
-from custom_modules.inference import output_names
-from custom_modules.mnist_data import Mnist, write_idx
-from custom_modules.onnx_export import ExportError, export_onnx
-from custom_modules.results_table import (
+from custom_modules.contract import output_names
+from custom_modules.export import onnx_export
+from custom_modules.export.onnx_export import ExportError, export_onnx
+from custom_modules.grid import grid_file
+from custom_modules.grid.results_table import (
     ResultsTableError,
     append_result,
     read_results,
     update_results,
 )
-from custom_modules.training import (
-    TrainConfig,
-    elastic_field,
-    evaluate,
-    load_checkpoint,
-    random_affine,
-    select_device,
-    split_mnist,
-    train_model,
-    warmup_cosine,
-)
+from custom_modules.training.augment import elastic_field, random_affine
+from custom_modules.training.checkpoints import load_checkpoint
+from custom_modules.training.data import split_mnist
+from custom_modules.training.loop import TrainConfig, select_device, train_model, warmup_cosine
+from custom_modules.training.metrics import evaluate
+from custom_modules.training.mnist_data import Mnist, write_idx
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 TINY = {"emb_dim": 16, "num_heads": 2, "n_layers": 1, "mlp_ratio": 2}
@@ -166,7 +161,7 @@ def test_early_stopping_restores_the_best_weights(monkeypatch: pytest.MonkeyPatc
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         return {"loss": next(val_losses), "accuracy": 0, "precision": 0, "recall": 0, "f1": 0}
 
-    monkeypatch.setattr("custom_modules.training.evaluate", fake_evaluate)
+    monkeypatch.setattr("custom_modules.training.loop.evaluate", fake_evaluate)
     model = VisionTransformer(ViTConfig(**TINY))
     result = train_model(model, data, TrainConfig(epochs=5, batch_size=50, patience=2))
     assert result.epochs_run == 4 and result.best_epoch == 2  # epochs 3 and 4 were worse
@@ -184,10 +179,10 @@ def write_grid(tmp_path: Path, grid: object, name: str = "grid.json") -> Path:
 
 
 def test_shipped_grid_has_36_valid_configurations() -> None:
-    configs = grid_search_mnist.load_grid(Path(__file__).parents[1] / "param_grid.json")
+    configs = grid_file.load_grid(Path(__file__).parents[1] / "param_grid.json")
     assert len(configs) == 36
     assert {c["emb_dim"] for c in configs} == {64, 128, 256}
-    assert len({grid_search_mnist.run_id(c) for c in configs}) == 36
+    assert len({grid_file.run_id(c) for c in configs}) == 36
 
 
 @pytest.mark.parametrize(
@@ -209,18 +204,18 @@ def test_shipped_grid_has_36_valid_configurations() -> None:
 )
 def test_bad_grid_files_are_rejected(tmp_path: Path, grid: object, message: str) -> None:
     path = write_grid(tmp_path, grid)
-    with pytest.raises(grid_search_mnist.GridError, match=message) as err:
-        grid_search_mnist.load_grid(path)
+    with pytest.raises(grid_file.GridError, match=message) as err:
+        grid_file.load_grid(path)
     assert str(path) in str(err.value)
 
 
 def test_missing_grid_file(tmp_path: Path) -> None:
-    with pytest.raises(grid_search_mnist.GridError, match="not found"):
-        grid_search_mnist.load_grid(tmp_path / "nope.json")
+    with pytest.raises(grid_file.GridError, match="not found"):
+        grid_file.load_grid(tmp_path / "nope.json")
 
 
 def test_bad_grid_stops_before_any_training(tmp_path: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(grid_search_mnist, "load_mnist", pytest.fail)
+    monkeypatch.setattr("custom_modules.grid.commands.load_mnist", pytest.fail)
     path = write_grid(
         tmp_path, {**{k: [v] for k, v in TINY.items()}, "emb_dim": [30], "num_heads": [4]}
     )
@@ -279,7 +274,7 @@ def test_failed_write_keeps_earlier_rows(tmp_path: Path, monkeypatch) -> None:
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("custom_modules.results_table.os.fsync", disk_full)
+    monkeypatch.setattr("custom_modules.grid.results_table.os.fsync", disk_full)
     with pytest.raises(ResultsTableError, match="No space left"):
         append_result(path, {"run_id": "b"})
     assert path.read_text() == before
@@ -379,7 +374,7 @@ def test_tiny_grid_runs_end_to_end_then_resumes(tmp_path: Path, monkeypatch, cap
     assert len(offline_runs) == 2
 
     # a rerun of the same command trains nothing
-    monkeypatch.setattr(grid_search_mnist, "run_config", pytest.fail)
+    monkeypatch.setattr("custom_modules.grid.commands.run_config", pytest.fail)
     capsys.readouterr()
     assert grid_search_mnist.main(argv) == 0
     assert "2 done, 0 to run" in capsys.readouterr().out

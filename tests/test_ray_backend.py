@@ -14,8 +14,10 @@ import pytest
 import torch
 
 import grid_search_mnist
-from custom_modules.results_table import read_results
-from custom_modules.training import load_checkpoint
+from custom_modules.grid.grid_file import run_id
+from custom_modules.grid.results_table import read_results
+from custom_modules.grid.run import run_config
+from custom_modules.training.checkpoints import load_checkpoint
 from tests.test_pipeline import TINY, synthetic_mnist, write_grid, write_mnist_folder
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +48,7 @@ TEXT_COLUMNS = {"run_id", "onnx_file", "checkpoint_file"}
 
 def failing_run(config: dict[str, int], args, data, device) -> dict:
     """`run_config`, except that one configuration raises and another kills its Ray worker."""
-    name = grid_search_mnist.run_id(config)
+    name = run_id(config)
     if name == RAISING:
         raise RuntimeError("injected failure")
     if name == KILLED:
@@ -54,7 +56,7 @@ def failing_run(config: dict[str, int], args, data, device) -> dict:
 
         assert ray.get_runtime_context().get_actor_id(), "kill a Ray worker, never pytest"
         os.kill(os.getpid(), signal.SIGKILL)
-    return grid_search_mnist.run_config(config, args, data, device)
+    return run_config(config, args, data, device)
 
 
 def run_main(argv: list[str], run_one=None) -> tuple[int, str, str]:
@@ -186,7 +188,7 @@ def fake_run(fail: str | None = None, interrupt: str | None = None, calls: list 
     """A `run_config` stand-in: records its calls, raises for `fail`, Ctrl+C for `interrupt`."""
 
     def run(config: dict[str, int], args, data, device) -> dict:
-        name = grid_search_mnist.run_id(config)
+        name = run_id(config)
         if calls is not None:
             calls.append(name)
         if name == fail:
@@ -238,7 +240,7 @@ def test_bad_backend_flags_stop_before_anything_runs(
 
 
 def test_a_trials_files_travel_as_bytes_and_land_under_a_temporary_name(tmp_path: Path) -> None:
-    from custom_modules.ray_backend import read_files, write_files
+    from custom_modules.grid.ray_backend import read_files, write_files
 
     scratch = tmp_path / "scratch"
     (scratch / "onnx").mkdir(parents=True)

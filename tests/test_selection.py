@@ -2,7 +2,7 @@
 
 import pytest
 
-from custom_modules.selection import FAST_MARGIN, select_models
+from custom_modules.grid.selection import FAST_MARGIN, select_models
 
 
 def row(run_id: str, val_accuracy: float, onnx_p50_us: float, params: int = 1000, **extra) -> dict:

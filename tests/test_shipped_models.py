@@ -12,16 +12,14 @@ import torch
 
 from benchmarks.canvas_digits import accuracy as canvas_accuracy
 from benchmarks.canvas_digits import redraw_on_canvas
-from custom_modules.inference import (
-    INPUT_NAME,
-    OnnxViT,
-    output_names,
-    preprocess_image,
-    read_manifest,
-)
-from custom_modules.mnist_data import load_mnist
-from custom_modules.onnx_variants import onnx_predictions
-from custom_modules.training import classification_metrics, load_checkpoint, normalize
+from custom_modules.contract import INPUT_NAME, output_names
+from custom_modules.export.variants import onnx_predictions
+from custom_modules.serving.manifest import read_manifest
+from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.training.checkpoints import load_checkpoint
+from custom_modules.training.metrics import classification_metrics
+from custom_modules.training.mnist_data import load_mnist
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +70,8 @@ def test_onnx_file_is_the_export_of_the_shipped_checkpoint(name: str) -> None:
     assert {key: checkpoint.config.to_dict()[key] for key in entry["config"]} == entry["config"]
     images = torch.rand(5, 1, 28, 28)
     with torch.no_grad():
-        expected = torch.softmax(checkpoint(normalize(images)), dim=-1).numpy()
-    probabilities, _ = OnnxViT(MODELS_DIR / entry["file"]).predict(normalize(images).numpy())
+        expected = torch.softmax(checkpoint(images), dim=-1).numpy()
+    probabilities, _ = OnnxViT(MODELS_DIR / entry["file"]).predict(images.numpy())
     np.testing.assert_allclose(probabilities, expected, atol=1e-4)
 
 

@@ -10,8 +10,11 @@ import pytest
 import torch
 
 import grid_search_mnist
-from custom_modules.inference import OnnxViT, read_manifest
-from custom_modules.results_table import FIELDS
+from custom_modules.grid.grid_file import run_id
+from custom_modules.grid.results_table import FIELDS
+from custom_modules.grid.shipping import improved_on_start
+from custom_modules.serving.manifest import read_manifest
+from custom_modules.serving.model import OnnxViT
 from tests.test_pipeline import synthetic_mnist, write_mnist_folder
 
 
@@ -23,7 +26,7 @@ def write_table(path: Path, runs: list[tuple[dict, float, float]]) -> Path:
         for config, val_accuracy, latency in runs:
             writer.writerow(
                 {
-                    "run_id": grid_search_mnist.run_id(config),
+                    "run_id": run_id(config),
                     **config,
                     "params": 1000 * config["emb_dim"],
                     "val_loss": 0.1,
@@ -42,7 +45,7 @@ RUNS = [(LARGE, 0.990, 300.0), (FAST, 0.986, 100.0), (SLOW, 0.987, 400.0)]
 
 def test_select_prints_the_choice_and_trains_nothing(tmp_path, capsys, monkeypatch) -> None:
     table = write_table(tmp_path / "grid_results.csv", RUNS)
-    monkeypatch.setattr(grid_search_mnist, "load_mnist", pytest.fail)
+    monkeypatch.setattr("custom_modules.grid.commands.load_mnist", pytest.fail)
     assert grid_search_mnist.main(["--select", "--results-table", str(table)]) == 0
     out = capsys.readouterr().out
     assert "Fast: vit-e16-h2-l1-m2" in out and "Large: vit-e24-h2-l2-m2" in out
@@ -178,17 +181,17 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 def test_a_further_cycle_ships_only_when_validation_accuracy_holds(tmp_path, capsys) -> None:
     entry = {"config": LARGE, "checkpoint": "vit-large.pt", "val_accuracy": 0.990, "command": "x"}
     (tmp_path / "manifest.json").write_text(json.dumps({"models": {"Large": entry}}))
-    row = {"run_id": grid_search_mnist.run_id(LARGE), **LARGE}
+    row = {"run_id": run_id(LARGE), **LARGE}
     better, worse = {**row, "val_accuracy": "0.9904"}, {**row, "val_accuracy": "0.9898"}
 
-    assert grid_search_mnist.improved_on_start({"Large": better}, tmp_path) == {"Large": better}
-    assert grid_search_mnist.improved_on_start({"Large": worse}, tmp_path) == {}
+    assert improved_on_start({"Large": better}, tmp_path) == {"Large": better}
+    assert improved_on_start({"Large": worse}, tmp_path) == {}
     assert "below the 0.9900 it started from: not shipped" in capsys.readouterr().out
 
 
 def test_retime_shipped_rewrites_only_the_latencies_of_the_manifest(tmp_path, capsys) -> None:
-    from custom_modules.onnx_export import export_onnx
-    from custom_modules.training import save_checkpoint
+    from custom_modules.export.onnx_export import export_onnx
+    from custom_modules.training.checkpoints import save_checkpoint
     from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
     model = VisionTransformer(ViTConfig(**FAST)).eval()
@@ -222,7 +225,7 @@ def test_retime_shipped_rewrites_only_the_latencies_of_the_manifest(tmp_path, ca
 
 @pytest.mark.slow
 def test_reexport_shipped_writes_the_onnx_files_again_from_the_checkpoints(tmp_path) -> None:
-    from custom_modules.training import load_checkpoint
+    from custom_modules.training.checkpoints import load_checkpoint
 
     table = write_table(tmp_path / "grid_results.csv", RUNS)
     data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist())

@@ -12,7 +12,7 @@ every trial trains on the same split and the other nodes need neither the files 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -24,13 +24,16 @@ import ray
 from ray import tune
 
 from custom_modules.atomic_file import replaced_atomically
-from custom_modules.results_table import ResultsTableError
-from custom_modules.training import DataSplits, select_device
+from custom_modules.grid.results_table import ResultsTableError
+from custom_modules.grid.settings import GridSettings
+from custom_modules.training.data import DataSplits
+from custom_modules.training.loop import select_device
 
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
-    from grid_search_mnist import GridProgress, RunFn
+    from custom_modules.grid.progress import GridProgress
+    from custom_modules.grid.run import RunFn
 
 ROW_KEY = "row"
 FILES_KEY = "files"
@@ -50,10 +53,11 @@ def start_ray(address: str | None, num_cpus: int | None) -> None:
     )
 
 
-def trial_resources(args: argparse.Namespace) -> dict[str, float]:
-    """What Ray reserves for each trial: 1 CPU and no GPU unless the flags say otherwise."""
-    cpus = 1.0 if args.cpus_per_trial is None else args.cpus_per_trial
-    return {"cpu": cpus, "gpu": args.gpus_per_trial or 0.0}
+def trial_resources(settings: GridSettings) -> dict[str, float]:
+    """What Ray reserves for each trial: 1 CPU and no GPU unless the settings say otherwise."""
+    ray_settings = settings.ray
+    cpus = 1.0 if ray_settings.cpus_per_trial is None else ray_settings.cpus_per_trial
+    return {"cpu": cpus, "gpu": ray_settings.gpus_per_trial or 0.0}
 
 
 def read_files(root: Path) -> dict[str, bytes]:
@@ -73,14 +77,14 @@ def write_files(root: Path, files: dict[str, bytes]) -> None:
 
 
 def run_trial(
-    trial_config: dict, *, args: argparse.Namespace, data: DataSplits, run_one: RunFn
+    trial_config: dict, *, settings: GridSettings, data: DataSplits, run_one: RunFn
 ) -> None:
     """One configuration, in a scratch folder on this node; report its row and its files."""
-    device = select_device(args.device)
+    device = select_device(settings.device)
     with tempfile.TemporaryDirectory(prefix="vit-grid-") as scratch:
-        trial_args = argparse.Namespace(**{**vars(args), "output_dir": Path(scratch)})
+        trial_settings = dataclasses.replace(settings, output_dir=Path(scratch))
         try:
-            row = run_one(trial_config["config"], trial_args, data.to(device), device)
+            row = run_one(trial_config["config"], trial_settings, data.to(device), device)
         finally:
             stop_wandb()
         files = read_files(Path(scratch))
@@ -130,25 +134,25 @@ class RecordOnDriver(tune.Callback):
 
 def run_on_ray(
     todo: list[dict[str, int]],
-    args: argparse.Namespace,
+    settings: GridSettings,
     data: DataSplits,
     run_one: RunFn,
     progress: GridProgress,
 ) -> None:
     """Run every configuration as a Tune trial; a failed trial does not stop the others."""
-    start_ray(args.ray_address, args.ray_num_cpus)
+    start_ray(settings.ray.address, settings.ray.num_cpus)
     try:
-        recorder = RecordOnDriver(args.output_dir, progress)
+        recorder = RecordOnDriver(settings.output_dir, progress)
         trainable = tune.with_resources(
-            tune.with_parameters(run_trial, args=args, data=data, run_one=run_one),
-            trial_resources(args),
+            tune.with_parameters(run_trial, settings=settings, data=data, run_one=run_one),
+            trial_resources(settings),
         )
         tuner = tune.Tuner(
             trainable,
             param_space={"config": tune.grid_search(todo)},
             run_config=tune.RunConfig(
                 name=f"grid-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str((args.output_dir / "ray_results").resolve()),
+                storage_path=str((settings.output_dir / "ray_results").resolve()),
                 callbacks=[recorder],
                 failure_config=tune.FailureConfig(max_failures=0),
                 verbose=0,

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from custom_modules.atomic_file import replaced_atomically
+from custom_modules.contract import IMAGE_SIZE, NUM_CLASSES
+from custom_modules.messages import one_line
 
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "mnist"
 MIRRORS = (
@@ -38,8 +40,6 @@ TIMEOUT_S = 30.0
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-IMAGE_SIZE = 28
-NUM_CLASSES = 10
 # file name -> (standard count, md5 of the uncompressed IDX bytes)
 CHECKSUMS = {
     "train-images-idx3-ubyte": (60000, "6bbc9ace898e44ae57da46a324031adb"),
@@ -65,24 +65,20 @@ class Mnist:
     test_labels: np.ndarray
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def _read_bytes(path: Path) -> bytes:
     """Return a file's uncompressed bytes, gunzipping it when it is named .gz or looks gzipped."""
     try:
         data = path.read_bytes()
     except OSError as e:
         raise MnistDataError(
-            f"{path}: cannot read file ({_one_line(e)}); check its permissions"
+            f"{path}: cannot read file ({one_line(e)}); check its permissions"
         ) from None
     if path.suffix == ".gz" or data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as e:
             raise MnistDataError(
-                f"{path}: corrupt gzip stream ({_one_line(e)}); {_REPLACE}"
+                f"{path}: corrupt gzip stream ({one_line(e)}); {_REPLACE}"
             ) from None
     return data
 
@@ -158,7 +154,7 @@ def _download(data_dir: Path, name: str) -> Path:
             blob = _fetch(url)
             got = hashlib.md5(gzip.decompress(blob), usedforsecurity=False).hexdigest()
         except _DOWNLOAD_ERRORS as e:
-            reason = f"{url}: {_one_line(e)}"
+            reason = f"{url}: {one_line(e)}"
             continue
         if got != md5:
             reason = f"{url}: checksum mismatch (md5 {got}, expected {md5})"
@@ -168,7 +164,7 @@ def _download(data_dir: Path, name: str) -> Path:
             _atomic_write(target, blob)
         except OSError as e:
             raise MnistDataError(
-                f"{target}: cannot save download ({_one_line(e)}); check the folder is writable"
+                f"{target}: cannot save download ({one_line(e)}); check the folder is writable"
             ) from None
         return target
     raise MnistDataError(

@@ -1,4 +1,8 @@
-"""ONNX export of a trained ViT with its attention maps, checked against ONNX Runtime."""
+"""ONNX export of a trained ViT with its attention maps, checked against ONNX Runtime.
+
+The graph follows `custom_modules.contract`: pixels in [0, 1] in (the model normalises them
+inside the graph), logits, every block's CLS attention and the rollout out.
+"""
 
 import logging
 import warnings
@@ -10,7 +14,8 @@ import torch
 from torch import nn
 
 from custom_modules.atomic_file import replaced_atomically
-from custom_modules.inference import INPUT_NAME, output_names
+from custom_modules.contract import INPUT_NAME, output_names
+from custom_modules.serving.model import onnx_session
 from custom_modules.vision_transformer import VisionTransformer
 
 
@@ -66,11 +71,11 @@ def export_onnx(model: VisionTransformer, path: str | Path, atol: float = 1e-4) 
                 external_data=False,
                 verbose=False,
             )
-        session = ort.InferenceSession(str(tmp_path), providers=["CPUExecutionProvider"])
+        session = onnx_session(tmp_path)
         rng = np.random.default_rng(0)
         for batch in (1, 7):
             shape = (batch, config.in_channels, config.image_size, config.image_size)
-            images = rng.standard_normal(shape, dtype=np.float32)
+            images = rng.random(shape, dtype=np.float32)  # pixels in [0, 1]
             diff = max_output_difference(graph, session, images)
             if not diff <= atol:
                 raise ExportError(

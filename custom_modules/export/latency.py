@@ -6,12 +6,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
-from custom_modules.inference import INPUT_NAME
-from custom_modules.onnx_export import ExportedViT
+from custom_modules.contract import CHANNELS, IMAGE_SIZE, INPUT_NAME
+from custom_modules.export.onnx_export import ExportedViT
+from custom_modules.serving.model import onnx_session
 from custom_modules.vision_transformer import VisionTransformer
+
+
+def random_pixels(batch: int, seed: int = 0) -> np.ndarray:
+    """A seeded batch of random model inputs `(batch, 1, 28, 28)` in [0, 1], for timing."""
+    shape = (batch, CHANNELS, IMAGE_SIZE, IMAGE_SIZE)
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
 @contextmanager
@@ -37,19 +43,6 @@ def time_calls(fn: Callable[[], object], n_calls: int, n_warmup: int) -> np.ndar
     return times
 
 
-def onnx_session(
-    path: str | Path,
-    threads: int,
-    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-) -> ort.InferenceSession:
-    """A CPU session with all graph optimisations (by default) and a fixed thread count."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def benchmark_latency(
     model: VisionTransformer,
     onnx_path: str | Path,
@@ -62,13 +55,9 @@ def benchmark_latency(
 
     Both sides compute the same outputs (logits and all attention maps) on `threads` threads.
     """
-    config = model.config
     graph = ExportedViT(model).to("cpu").eval()
     session = onnx_session(onnx_path, threads)
-    shape = (config.in_channels, config.image_size, config.image_size)
-    rng = np.random.default_rng(0)
-    one = rng.standard_normal((1, *shape), dtype=np.float32)
-    many = rng.standard_normal((throughput_batch, *shape), dtype=np.float32)
+    one, many = random_pixels(1), random_pixels(throughput_batch, seed=1)
     one_t, many_t = torch.from_numpy(one), torch.from_numpy(many)
 
     with torch_threads(threads), torch.inference_mode():
@@ -109,7 +98,7 @@ def onnx_latencies_interleaved(
     paths: list[Path], threads: int = 1, n_calls: int = 1000, rounds: int = 10
 ) -> list[dict[str, float]]:
     """Batch-1 p50/p90 (µs) of several ONNX files, timed in turns (`time_interleaved`)."""
-    image = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32)
+    image = random_pixels(1)
     runs = {}
     for i, path in enumerate(paths):
         session = onnx_session(path, threads)

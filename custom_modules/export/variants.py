@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
 
 from custom_modules.atomic_file import replaced_atomically
-from custom_modules.inference import INPUT_NAME, MNIST_MEAN, MNIST_STD
+from custom_modules.contract import INPUT_NAME, PIXEL_MAX
+from custom_modules.serving.model import onnx_session
 
 
 def quantize_int8(source: str | Path, target: str | Path) -> Path:
@@ -44,21 +44,17 @@ def fuse_transformer_ops(
 def max_difference(reference: str | Path, candidate: str | Path, images: np.ndarray) -> float:
     """Largest absolute difference over all outputs of two models on the same input."""
     outputs = [
-        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
-            None, {INPUT_NAME: images}
-        )
-        for p in (reference, candidate)
+        onnx_session(path).run(None, {INPUT_NAME: images}) for path in (reference, candidate)
     ]
     return max(float(np.abs(a - b).max()) for a, b in zip(*outputs, strict=True))
 
 
 def onnx_predictions(path: str | Path, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Predicted digits for uint8 images `(N, 28, 28)`, normalised here as in training."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """Predicted digits for uint8 images `(N, 28, 28)`, fed as the graph takes them: [0, 1]."""
+    session = onnx_session(path)
     predictions = []
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size, None].astype(np.float32) / 255
-        batch = (batch - MNIST_MEAN) / MNIST_STD
+        batch = images[start : start + batch_size, None].astype(np.float32) / PIXEL_MAX
         (logits,) = session.run(["logits"], {INPUT_NAME: batch})
         predictions.append(logits.argmax(axis=1))
     return np.concatenate(predictions)

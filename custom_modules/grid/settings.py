@@ -1,0 +1,117 @@
+"""What a grid command is asked to do: its mode and its typed settings (torch-free, fast).
+
+`grid_search_mnist.py` parses the command line into these; the run logic reads only them.
+"""
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from custom_modules.training.mnist_data import DEFAULT_DATA_DIR
+
+BACKENDS = ("local", "ray")
+SHIPPED_NAMES = ("Fast", "Large")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+class Mode(enum.Enum):
+    """One command, one mode: the grid (the default) or one of the tools around it."""
+
+    GRID = "grid"
+    SELECT = "select"
+    SHIP = "ship"
+    RETIME = "retime"
+    RETIME_SHIPPED = "retime-shipped"
+    REEXPORT_SHIPPED = "reexport-shipped"
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how big the Ray runs are; None: Ray's own choice (see each field)."""
+
+    address: str | None = None  # an existing cluster; None starts a local Ray instance
+    num_cpus: int | None = None  # CPUs of the local instance; None: all of this machine's
+    cpus_per_trial: float | None = None  # None: 1
+    gpus_per_trial: float | None = None  # None: 0
+
+    def given(self) -> list[str]:
+        """The command-line flags of the fields that are set."""
+        return [
+            f"--{flag}"
+            for flag, value in (
+                ("ray-address", self.address),
+                ("ray-num-cpus", self.num_cpus),
+                ("cpus-per-trial", self.cpus_per_trial),
+                ("gpus-per-trial", self.gpus_per_trial),
+            )
+            if value is not None
+        ]
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """Everything a grid command reads besides its mode; the defaults are the CLI's defaults."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    output_dir: Path = Path("runs/grid")
+    grid: Path = Path("param_grid.json")
+    max_runs: int = 200
+    yes: bool = False
+    results_table: Path = Path("models/grid_results.csv")
+    models_dir: Path = Path("models")
+    only: str | None = None
+    init_from: Path | None = None
+    keep_latencies: bool = False
+    epochs: int = 15
+    patience: int = 3
+    batch_size: int = 128
+    elastic_alpha: float = 0.0
+    augment: bool = True
+    lr: float = 1e-3
+    train_subset: int | None = None
+    val_size: int = 5000
+    device: str = "auto"
+    baseline: bool = False
+    seed: int = 0
+    wandb: str = "online"
+    wandb_project: str = "vit-digits"
+    bench_threads: int = 1
+    bench_calls: int = 500
+    backend: str = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
+    command: str = "python grid_search_mnist.py"  # as typed; recorded with shipped models
+
+    @property
+    def results_path(self) -> Path:
+        """This command's own results table, in --output-dir."""
+        return self.output_dir / "results.csv"
+
+
+def settings_error(mode: Mode, settings: GridSettings) -> str | None:
+    """What is contradictory or impossible in these settings, or None; checked before any work."""
+    if (settings.only or settings.init_from) and mode is not Mode.SHIP:
+        return "--only and --init-from go with --ship"
+    if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:
+        return "--keep-latencies goes with --reexport-shipped"
+    if not settings.augment and settings.elastic_alpha > 0:
+        return "--elastic-alpha needs the augmentation that --no-augment turns off"
+    return backend_error(settings)
+
+
+def backend_error(settings: GridSettings) -> str | None:
+    """What is wrong with the backend flags, or None."""
+    ray = settings.ray
+    if settings.backend == "local":
+        given = ray.given()
+        return f"{', '.join(given)}: only with --backend ray" if given else None
+    if ray.address is not None and ray.num_cpus is not None:
+        return "--ray-num-cpus sizes a local Ray instance; the cluster at --ray-address has its own"
+    if ray.num_cpus is not None and ray.num_cpus < 1:
+        return "--ray-num-cpus must be at least 1"
+    if ray.cpus_per_trial is not None and ray.cpus_per_trial <= 0:
+        return "--cpus-per-trial must be more than 0"
+    if ray.gpus_per_trial is not None and ray.gpus_per_trial < 0:
+        return "--gpus-per-trial must be 0 or more"
+    if settings.device.startswith("cuda") and not ray.gpus_per_trial:
+        return f"--device {settings.device} with --backend ray needs --gpus-per-trial > 0"
+    return None

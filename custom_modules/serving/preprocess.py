@@ -1,0 +1,128 @@
+"""A drawing or photo of a digit made into the model's input, the way MNIST's digits were made."""
+
+import numpy as np
+from PIL import Image
+
+from custom_modules.contract import IMAGE_SIZE
+
+DIGIT_SIZE = 20  # MNIST scales each digit's box so its longer side is 20 px
+MIN_CONTRAST = 0.2  # ink minus background, on a 0..1 scale; less is an empty page
+INK_LEVEL = 0.2  # a pixel at least this far above the background is ink
+NOISE_FLOOR = 0.08  # fainter than this after the contrast stretch: paper texture, JPEG noise
+MIN_INK_FRACTION = 5e-4  # a digit covers more than a few stray pixels
+MIN_INK_PIXELS = 3
+
+
+def _as_float_image(image: np.ndarray) -> np.ndarray:
+    """Any accepted input as float32 in [0, 1], shape (H, W) or (H, W, C)."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected a numpy array, got {type(image).__name__}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"the image is empty (shape {image.shape})")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype == np.bool_:
+        return image.astype(np.float32)
+    if np.issubdtype(image.dtype, np.floating):
+        if not np.isfinite(image).all():
+            raise ValueError("the image contains NaN or infinite values")
+        if image.min() < 0.0 or image.max() > 1.0:
+            raise ValueError("a float image must have values in [0, 1]")
+        return image.astype(np.float32)
+    raise ValueError(f"expected a uint8, bool or float image, got dtype {image.dtype}")
+
+
+def _to_grey(image: np.ndarray) -> np.ndarray:
+    """(H, W) grey levels; RGBA is composited on black, the way the canvas' strokes show."""
+    if image.ndim == 2:
+        return image
+    channels = image.shape[2]
+    if channels == 1:
+        return image[..., 0]
+    grey = image[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    if channels == 3:
+        return grey
+    alpha = image[..., 3]
+    composited = grey * alpha
+    if np.ptp(composited) < MIN_CONTRAST <= np.ptp(alpha):
+        return alpha  # dark ink on a transparent page: the shape is in the alpha channel
+    return composited
+
+
+def _ink_map(grey: np.ndarray) -> np.ndarray | None:
+    """Light ink on a zero background, stretched to [0, 1]; None when there is no contrast."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = float(np.median(border))
+    if background > 0.5:  # dark ink on light paper
+        grey, background = 1.0 - grey, 1.0 - background
+    contrast = float(grey.max()) - background
+    if contrast < MIN_CONTRAST:
+        return None
+    ink = np.clip((grey - background) / contrast, 0.0, 1.0)
+    ink[ink < NOISE_FLOOR] = 0.0
+    return ink
+
+
+def ink_box(is_ink: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom), inclusive, of the True pixels of an (H, W) mask; None if none."""
+    if not is_ink.any():
+        return None
+    rows, cols = np.flatnonzero(is_ink.any(axis=1)), np.flatnonzero(is_ink.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
+
+
+def _crop_to_ink(ink: np.ndarray) -> np.ndarray | None:
+    """The ink's bounding box, or None when there is too little ink to be a digit."""
+    is_ink = ink >= INK_LEVEL
+    if is_ink.sum() < max(MIN_INK_PIXELS, MIN_INK_FRACTION * ink.size):
+        return None
+    left, top, right, bottom = ink_box(is_ink)
+    return ink[top : bottom + 1, left : right + 1]
+
+
+def _fit_digit_box(digit: np.ndarray) -> np.ndarray:
+    """Anti-aliased resize so that the longer side is DIGIT_SIZE px, keeping the aspect ratio."""
+    height, width = digit.shape
+    scale = DIGIT_SIZE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(digit.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
+    return np.clip(np.asarray(resized), 0.0, 1.0)
+
+
+def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
+    """Paste into a 28x28 frame with the centre of mass at the centre (shift clipped to fit)."""
+    height, width = digit.shape
+    mass = digit.sum()
+    centre = IMAGE_SIZE / 2  # MNIST's centres of mass sit at index 14.0 (13.5 would be symmetric)
+    if mass > 0:
+        rows, cols = np.indices(digit.shape)
+        top = round(centre - (rows * digit).sum() / mass)
+        left = round(centre - (cols * digit).sum() / mass)
+    else:
+        top, left = (IMAGE_SIZE - height) // 2, (IMAGE_SIZE - width) // 2
+    top = min(max(top, 0), IMAGE_SIZE - height)
+    left = min(max(left, 0), IMAGE_SIZE - width)
+    frame = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
+    frame[top : top + height, left : left + width] = digit
+    return frame
+
+
+def preprocess_image(image: np.ndarray) -> np.ndarray | None:
+    """Turn a drawing or photo of a digit into the model's input, as MNIST was made.
+
+    Accepts an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array that is uint8 (0..255), bool, or
+    float (any width) in [0, 1]; anything else raises ValueError. Light ink on a dark or transparent
+    background and dark ink on light paper both work. Returns the model's input: pixels in [0, 1],
+    light ink on black, as a (1, 1, 28, 28) float32 array (the exported graph normalises them);
+    or None when the image is blank (no contrast, or only a few stray pixels of ink).
+    """
+    ink = _ink_map(_to_grey(_as_float_image(image)))
+    if ink is None:
+        return None
+    digit = _crop_to_ink(ink)
+    if digit is None:
+        return None
+    frame = _centre_by_mass(_fit_digit_box(digit))
+    return frame[None, None].astype(np.float32)
