@@ -19,6 +19,7 @@ failed, 2 when the command is refused before any work (a one-line message says w
 import argparse
 import shlex
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from custom_modules.grid.settings import (
@@ -238,38 +239,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Mode, GridSettings]:
     """The mode and the settings of a command line; UsageError when it contradicts itself."""
     args = build_parser().parse_args(argv)
     typed = sys.argv[1:] if argv is None else argv
+    plain = {f.name: getattr(args, f.name) for f in fields(GridSettings) if hasattr(args, f.name)}
     settings = GridSettings(
-        data_dir=args.data_dir,
-        output_dir=args.output_dir,
-        grid=args.grid,
-        max_runs=args.max_runs,
-        yes=args.yes,
-        results_table=args.results_table,
-        models_dir=args.models_dir,
-        only=args.only,
-        init_from=args.init_from,
-        keep_latencies=args.keep_latencies,
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        elastic_alpha=args.elastic_alpha,
-        augment=args.augment,
-        lr=args.lr,
-        train_subset=args.train_subset,
-        val_size=args.val_size,
-        device=args.device,
-        baseline=args.baseline,
-        seed=args.seed,
-        wandb=args.wandb,
-        wandb_project=args.wandb_project,
-        bench_threads=args.bench_threads,
-        bench_calls=args.bench_calls,
-        backend=args.backend,
+        **plain,
         ray=RaySettings(
-            address=args.ray_address,
-            num_cpus=args.ray_num_cpus,
-            cpus_per_trial=args.cpus_per_trial,
-            gpus_per_trial=args.gpus_per_trial,
+            args.ray_address, args.ray_num_cpus, args.cpus_per_trial, args.gpus_per_trial
         ),
         command="python grid_search_mnist.py " + shlex.join(typed),
     )

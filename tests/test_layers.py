@@ -84,11 +84,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    sorted(
-        path
-        for path in PACKAGE.rglob("*.py")
-        if module_name(path).startswith(TORCH_FREE)
-    ),
+    sorted(path for path in PACKAGE.rglob("*.py") if module_name(path).startswith(TORCH_FREE)),
     ids=module_name,
 )
 def test_serving_and_the_contract_import_nothing_above_them(path: Path) -> None:
@@ -141,4 +137,6 @@ def test_the_grid_command_line_needs_no_torch_to_show_its_help() -> None:
         "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
         "assert 'torch' not in sys.modules, 'torch imported for --help'\n"
     )
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60, capture_output=True
+    )

@@ -49,12 +49,20 @@ def max_difference(reference: str | Path, candidate: str | Path, images: np.ndar
     return max(float(np.abs(a - b).max()) for a, b in zip(*outputs, strict=True))
 
 
+def as_pixels(images: np.ndarray) -> np.ndarray:
+    """The graph's input `(N, 1, 28, 28)` float32 in [0, 1]: uint8 images `(N, 28, 28)` as the
+    loader gives them are scaled; float pixels `(N, 1, 28, 28)`, as split, pass as they are."""
+    if images.dtype == np.uint8:
+        return images[:, None].astype(np.float32) / PIXEL_MAX
+    return np.asarray(images, dtype=np.float32)
+
+
 def onnx_predictions(path: str | Path, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Predicted digits for uint8 images `(N, 28, 28)`, fed as the graph takes them: [0, 1]."""
+    """Predicted digits for uint8 images `(N, 28, 28)` or pixels `(N, 1, 28, 28)` in [0, 1]."""
     session = onnx_session(path)
     predictions = []
     for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size, None].astype(np.float32) / PIXEL_MAX
+        batch = as_pixels(images[start : start + batch_size])
         (logits,) = session.run(["logits"], {INPUT_NAME: batch})
         predictions.append(logits.argmax(axis=1))
     return np.concatenate(predictions)
@@ -63,5 +71,5 @@ def onnx_predictions(path: str | Path, images: np.ndarray, batch_size: int = 100
 def onnx_accuracy(
     path: str | Path, images: np.ndarray, labels: np.ndarray, batch_size: int = 1000
 ) -> float:
-    """Accuracy of an ONNX model on uint8 images `(N, 28, 28)` and their labels."""
+    """Accuracy of an ONNX model on images (as `onnx_predictions` takes them) and their labels."""
     return float((onnx_predictions(path, images, batch_size) == labels).mean())

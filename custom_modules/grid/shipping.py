@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from custom_modules.atomic_file import replaced_atomically
-from custom_modules.contract import INPUT_NAME, PIXEL_MAX
+from custom_modules.contract import INPUT_NAME
 from custom_modules.export.latency import random_pixels, time_interleaved, torch_threads
 from custom_modules.export.onnx_export import ExportedViT, export_onnx
 from custom_modules.export.variants import onnx_accuracy, onnx_predictions, quantize_int8
@@ -164,12 +164,6 @@ def shipped_entry(models_dir: Path, config: dict[str, int]) -> dict:
     raise ValueError(f"{manifest_path(models_dir)}: no shipped model has the config {config}")
 
 
-def _as_uint8(images: torch.Tensor) -> np.ndarray:
-    """Split tensors `(N, 1, 28, 28)` in [0, 1] as the loader's uint8 `(N, 28, 28)`: exact, as
-    the split divided those by 255."""
-    return images.mul(PIXEL_MAX).round().to(torch.uint8).squeeze(1).cpu().numpy()
-
-
 def ship_models(
     models: dict[str, ShippedModel],
     models_dir: Path,
@@ -184,8 +178,8 @@ def ship_models(
     is reported, never used to decide). Entries of other models stay as they were. Every model
     is then timed in one sitting; with `retime=False` the manifest's latencies are kept instead.
     """
-    val = (_as_uint8(data.val_images), data.val_labels.cpu().numpy())
-    test_images, test_labels = _as_uint8(data.test_images), data.test_labels.cpu().numpy()
+    val = (data.val_images.cpu().numpy(), data.val_labels.cpu().numpy())
+    test_images, test_labels = data.test_images.cpu().numpy(), data.test_labels.cpu().numpy()
     models_dir.mkdir(parents=True, exist_ok=True)
     previous = read_shipped(models_dir)
     replaced = set(models) | {f"{name} INT8" for name in models}
