@@ -31,3 +31,23 @@ def attention_overlay(
     green = np.array([40.0, 230.0, 90.0], dtype=np.float32)
     blended = grey * (1 - alpha) + green * alpha
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+FOR_COLOUR = np.array([40.0, 230.0, 90.0], dtype=np.float32)  # green, as the attention maps
+AGAINST_COLOUR = np.array([230.0, 60.0, 200.0], dtype=np.float32)  # magenta
+
+
+def signed_overlay(
+    pixels: np.ndarray, saliency: np.ndarray, size: int = 224, opacity: float = 0.7
+) -> np.ndarray:
+    """An (size, size, 3) uint8 image: the input in grey, a signed 7x7 map on it, positive cells
+    green and negative ones magenta, both scaled to the map's largest magnitude."""
+    saliency = np.asarray(saliency, dtype=np.float32)
+    peak = float(np.abs(saliency).max())
+    weight = saliency / peak if peak > 0 else np.zeros_like(saliency)
+    weight = upscale_nearest(weight, size // saliency.shape[0])[..., None]
+    alpha = np.abs(weight) * opacity
+    colour = np.where(weight >= 0, FOR_COLOUR, AGAINST_COLOUR)
+    grey = upscale_nearest(pixels.astype(np.float32), size // pixels.shape[0])[..., None]
+    blended = grey * (1 - alpha) + colour * alpha
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
