@@ -6,7 +6,7 @@ writes the file: `read_manifest` gives the app's typed, checked view; `load_mani
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from custom_modules.atomic_file import replaced_atomically
@@ -25,6 +25,10 @@ MODEL_NUMBERS = {
     "onnx_p50_us": float,
     "torch_p50_us": float,
 }
+
+
+KNOWN_KEYS = {"file", "config", "command", "checkpoint", "int8_of", "temperature", "decline_below"}
+KNOWN_KEYS |= set(MODEL_NUMBERS)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ class ModelInfo:
     command: str
     checkpoint: Path | None = None
     int8_of: str | None = None
+    temperature: float = 1.0  # softmax(logits / temperature): fitted on validation data
+    decline_below: float = 0.0  # declined when the largest probability is below; 0: never
+    extra: dict = field(default_factory=dict)  # the entry's other figures, as written
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,11 @@ def _model_info(path: Path, name: str, entry: object) -> ModelInfo:
     if not isinstance(entry.get("command"), str):
         raise bad("needs a 'command' string")
     numbers = {key: kind(entry[key]) for key, kind in MODEL_NUMBERS.items()}
+    temperature, decline_below = entry.get("temperature", 1.0), entry.get("decline_below", 0.0)
+    if not _is_number(temperature, float) or temperature <= 0:
+        raise bad(f"needs a positive 'temperature', got {temperature!r}")
+    if not _is_number(decline_below, float) or not 0 <= decline_below <= 1:
+        raise bad(f"needs a 'decline_below' between 0 and 1, got {decline_below!r}")
     checkpoint = _file_name(entry, "checkpoint")
     int8_of = entry.get("int8_of")
     return ModelInfo(
@@ -134,6 +146,9 @@ def _model_info(path: Path, name: str, entry: object) -> ModelInfo:
         command=entry["command"],
         checkpoint=None if checkpoint is None else path.parent / checkpoint,
         int8_of=int8_of if isinstance(int8_of, str) else None,
+        temperature=float(temperature),
+        decline_below=float(decline_below),
+        extra={k: v for k, v in entry.items() if k not in KNOWN_KEYS},
         **numbers,
     )
 

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -9,6 +10,9 @@ import onnxruntime as ort
 from custom_modules.contract import GRID_SIZE, IMAGE_SIZE, INPUT_NAME, NUM_CLASSES, output_names
 from custom_modules.messages import one_line
 from custom_modules.serving.errors import model_file_error
+
+if TYPE_CHECKING:
+    from custom_modules.serving.manifest import ModelInfo
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -19,10 +23,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """Probabilities (N, 10), each block's CLS attention (N, heads, 7, 7), the rollout (N, 7, 7)."""
+class Classification:
+    """Calibrated probabilities (N, 10) and, per input, whether the model declines to read it."""
 
     probabilities: np.ndarray
+    declined: np.ndarray  # (N,) bool: the largest probability is below the model's rule
+
+
+@dataclass(frozen=True)
+class Prediction(Classification):
+    """A classification, each block's CLS attention (N, heads, 7, 7), the rollout (N, 7, 7)."""
+
     cls_attentions: list[np.ndarray]
     rollout: np.ndarray
 
@@ -75,15 +86,33 @@ def _count_blocks(path: Path, session: ort.InferenceSession) -> int:
 class OnnxViT:
     """An exported ViT in an ONNX Runtime session; `predict` is safe to call from many threads.
 
+    Its probabilities are softmax(logits / `temperature`), and it declines an input whose largest
+    probability is below `decline_below`: both fitted on validation data when the model shipped
+    (the manifest's `temperature` and `decline_below`; 1 and 0, no rule, when it has none).
     One intra-op thread by default, as in the latency benchmark: a batch of one is too small to
     split, and concurrent requests then each get a core.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int = 1,
+        temperature: float = 1.0,
+        decline_below: float = 0.0,
+    ) -> None:
+        if not temperature > 0 or not 0 <= decline_below <= 1:
+            raise ValueError(f"temperature {temperature} must be > 0, decline_below in [0, 1]")
         self.path = Path(path)
+        self.temperature = temperature
+        self.decline_below = decline_below
         self._session = _open_session(self.path, threads)
         self.n_layers = _count_blocks(self.path, self._session)
         self.num_heads = self._probe_heads()
+
+    @classmethod
+    def from_info(cls, info: "ModelInfo", threads: int = 1) -> "OnnxViT":
+        """The model a manifest entry describes, with its calibration and decline rule."""
+        return cls(info.path, threads, info.temperature, info.decline_below)
 
     def _probe_heads(self) -> int:
         """Run one blank image (warms the session up) and check every output's shape."""
@@ -107,20 +136,31 @@ class OnnxViT:
             raise model_file_error(self.path, f"unexpected output shapes {shapes}")
         return num_heads
 
-    def predict_with_rollout(self, x: np.ndarray) -> Prediction:
-        """Probabilities, each block's CLS attention and the rollout for (N, 1, 28, 28) pixels.
-
-        `x` is what `preprocess_image` returns: pixels in [0, 1]; the graph normalises them.
-        """
+    def _run(self, x: np.ndarray) -> list[np.ndarray]:
+        """All outputs for (N, 1, 28, 28) pixels in [0, 1] (what `preprocess_image` returns)."""
         if not isinstance(x, np.ndarray) or x.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
             shape = getattr(x, "shape", type(x).__name__)
             raise ValueError(f"expected a (N, 1, 28, 28) array, got {shape}")
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"expected a float array, got dtype {x.dtype}")
-        logits, *attentions, rollout = self._session.run(
-            None, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}
-        )
-        return Prediction(softmax(logits), attentions, rollout)
+        return self._session.run(None, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+
+    def _classification(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = softmax(logits / self.temperature)
+        return probabilities, probabilities.max(axis=-1) < self.decline_below
+
+    def predict_logits(self, x: np.ndarray) -> np.ndarray:
+        """The raw logits (N, 10), before the temperature: for fitting and measuring it."""
+        return self._run(x)[0]
+
+    def classify(self, x: np.ndarray) -> Classification:
+        """Calibrated probabilities and the declined flags for (N, 1, 28, 28) pixels."""
+        return Classification(*self._classification(self.predict_logits(x)))
+
+    def predict_with_rollout(self, x: np.ndarray) -> Prediction:
+        """The classification, each block's CLS attention and the rollout for (N, 1, 28, 28)."""
+        logits, *attentions, rollout = self._run(x)
+        return Prediction(*self._classification(logits), attentions, rollout)
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Probabilities (N, 10) and one CLS attention array (N, heads, 7, 7) per block."""
