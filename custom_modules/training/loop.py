@@ -88,7 +88,7 @@ class TrainResult:
     images_per_second: float = 0.0
 
 
-def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay matrices only; biases, norms, CLS token and positions are left alone."""
     decay = [p for p in model.parameters() if p.ndim >= 2 and p.shape[0] > 1]
     decay_ids = {id(p) for p in decay}
@@ -174,7 +174,7 @@ def train_model(
     # at most a tenth of the schedule, so that short runs still reach the cosine decay
     warmup_steps = max(1, min(round(config.warmup_epochs * steps_per_epoch), total_steps // 10))
 
-    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(warmup_steps, total_steps)
     )

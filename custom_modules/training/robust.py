@@ -1,0 +1,181 @@
+"""Fine-tuning for real handwriting and "not a digit": style augmentation, Outlier Exposure, EMA.
+
+Each batch of MNIST digits is drawn again in another writer's style and framed as served inputs
+are (`training.style`); a batch of non-digit images rides along and is pushed towards the
+uniform distribution (Outlier Exposure, Hendrycks et al. 2019). The weights that ship are an
+exponential moving average of the trained ones. The state is saved after every epoch and a rerun
+of the same setup goes on from there.
+"""
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from custom_modules.atomic_file import replaced_atomically
+from custom_modules.training.data import DataSplits
+from custom_modules.training.loop import param_groups, warmup_cosine
+from custom_modules.training.metrics import predict_logits
+from custom_modules.training.style import StyleAugment, augment_batch, reframe_like_serving
+from custom_modules.vision_transformer import VisionTransformer
+
+DECLINE_CHECK_RATE = 0.02  # the epoch report: non-digits declined when 2 % of digits would be
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """The fine-tuning recipe; the defaults are what the shipped models used (models/README.md)."""
+
+    epochs: int = 12
+    lr: float = 5e-4
+    batch_size: int = 128
+    non_digit_batch: int = 32  # non-digit images beside each batch of digits
+    outlier_weight: float = 0.5  # Hendrycks et al.'s lambda
+    ema_decay: float = 0.999
+    weight_decay: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class RobustState:
+    """Everything needed to go on after a finished epoch; saved and loaded as a whole."""
+
+    setup: dict
+    model: dict = field(default_factory=dict)
+    ema: dict = field(default_factory=dict)
+    optimizer: dict = field(default_factory=dict)
+    scheduler: dict = field(default_factory=dict)
+    generator: torch.Tensor | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        with replaced_atomically(path) as tmp_path:
+            torch.save(vars(self), tmp_path)
+
+    @classmethod
+    def load(cls, path: Path, setup: dict) -> "RobustState | None":
+        if not path.exists():
+            return None
+        try:
+            state = cls(**torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as err:  # a damaged file: say so, and start afresh
+            print(f"{path}: cannot read the saved state ({err}); starting afresh")
+            return None
+        if state.setup != setup:
+            print(f"{path}: saved for another model or recipe; starting afresh")
+            return None
+        return state
+
+
+@dataclass(frozen=True)
+class RobustCheck:
+    """Fixed validation inputs the epochs are judged on: clean and restyled digits, non-digits."""
+
+    clean: torch.Tensor
+    styled: torch.Tensor
+    labels: torch.Tensor
+    non_digits: torch.Tensor
+
+    @classmethod
+    def make(cls, data: DataSplits, non_digits: torch.Tensor, seed: int = 123) -> "RobustCheck":
+        generator = torch.Generator().manual_seed(seed)
+        style = StyleAugment()
+        return cls(
+            clean=reframe_like_serving(data.val_images),
+            styled=augment_batch(data.val_images, style, generator),
+            labels=data.val_labels,
+            non_digits=augment_batch(non_digits, style, generator),
+        )
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        """Validation loss and accuracy (clean, restyled) and the non-digits a 2 % rule declines."""
+        report = {}
+        for name, images in (("clean", self.clean), ("styled", self.styled)):
+            logits = predict_logits(model, images)
+            report[f"val_{name}_loss"] = F.cross_entropy(logits, self.labels).item()
+            report[f"val_{name}_accuracy"] = (logits.argmax(1) == self.labels).float().mean().item()
+        styled = predict_logits(model, self.styled).softmax(1)
+        confident = styled.max(1).values[styled.argmax(1) == self.labels]
+        threshold = torch.quantile(confident, DECLINE_CHECK_RATE).item()
+        non_digit = predict_logits(model, self.non_digits).softmax(1).max(1).values
+        report["val_non_digits_declined"] = (non_digit < threshold).float().mean().item()
+        return report
+
+
+def without_dropout(model: VisionTransformer) -> VisionTransformer:
+    """The same weights in a model with dropout off: the augmentation regularises enough."""
+    fresh = VisionTransformer(replace(model.config, dropout=0.0, attn_dropout=0.0))
+    fresh.load_state_dict(model.state_dict())
+    return fresh
+
+
+def finetune_robust(
+    model: VisionTransformer,
+    data: DataSplits,
+    non_digits: torch.Tensor,
+    check: RobustCheck,
+    config: RobustConfig,
+    state_path: Path,
+    on_epoch: Callable[[dict], None] = print,
+) -> tuple[VisionTransformer, list[dict]]:
+    """Fine-tune `model` (pixels in [0, 1]); return the averaged weights and the epoch history."""
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    style = StyleAugment()
+    n_train = len(data.train_labels)
+    steps = math.ceil(n_train / config.batch_size)
+    total = config.epochs * steps
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps // 4, total))
+    setup = {"recipe": asdict(config), "model": model.config.to_dict(), "n_train": n_train}
+    state = RobustState.load(state_path, setup) or RobustState(setup)
+    if state.history:
+        model.load_state_dict(state.model)
+        ema.load_state_dict(state.ema)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        generator.set_state(state.generator)
+        print(f"{state_path}: resuming after epoch {len(state.history)}")
+
+    for epoch in range(len(state.history) + 1, config.epochs + 1):
+        model.train()
+        started, running = time.perf_counter(), 0.0
+        order = torch.randperm(n_train, generator=generator)
+        for step in range(steps):
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            extra = torch.randint(len(non_digits), (config.non_digit_batch,), generator=generator)
+            images = augment_batch(
+                torch.cat([data.train_images[batch], non_digits[extra]]), style, generator
+            )
+            logits = model(images)
+            n = len(batch)
+            loss = F.cross_entropy(logits[:n], data.train_labels[batch])
+            # cross-entropy of the non-digits against the uniform distribution
+            loss = loss - config.outlier_weight * F.log_softmax(logits[n:], dim=1).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            ema.update_parameters(model)
+            running += loss.item()
+        record = {
+            "epoch": epoch,
+            "train_loss": running / steps,
+            "seconds": time.perf_counter() - started,
+            **check.evaluate(ema.module),
+        }
+        state.history.append(record)
+        state.model, state.ema = model.state_dict(), ema.state_dict()
+        state.optimizer, state.scheduler = optimizer.state_dict(), scheduler.state_dict()
+        state.generator = generator.get_state()
+        state.save(state_path)
+        on_epoch(record)
+    ema.load_state_dict(state.ema)
+    return ema.module.eval(), state.history
