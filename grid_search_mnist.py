@@ -10,10 +10,11 @@ resumes where it stopped.
     python grid_search_mnist.py --train-subset 2000 --epochs 1 --grid my.json   # a quick look
     python grid_search_mnist.py --backend ray --ray-address HEAD_IP:6379        # on a Ray cluster
 
-One mode at a time: the grid (no mode flag), or --select, --ship, --retime, --retime-shipped or
---reexport-shipped. A run that fails is reported with its configuration and the others go on; it
-has no row, so the next run of the same command retries it. The exit code is 1 when any run
-failed, 2 when the command is refused before any work (a one-line message says why).
+One mode at a time: the grid (no mode flag), or --select, --ship, --retime, --retime-shipped,
+--reexport-shipped, --robust or --calibrate-shipped. A run that fails is reported with its
+configuration and the others go on; it has no row, so the next run of the same command retries
+it. The exit code is 1 when any run failed, 2 when the command is refused before any work (a
+one-line message says why).
 """
 
 import argparse
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
         "ONNX in turns, one sitting, --bench-calls each), update their p50 latencies there",
         Mode.REEXPORT_SHIPPED: "export the models of --models-dir again from their checkpoints "
         "with the current export code (INT8 variants and latencies too; needs --data-dir)",
+        Mode.ROBUST: "fine-tune the shipped models (or --only one) from their checkpoints for real "
+        "handwriting and for declining non-digits, then ship and calibrate them (models/README.md)",
+        Mode.CALIBRATE_SHIPPED: "fit every shipped model's temperature and decline rule again on "
+        "validation inputs and write them, with their calibration errors, into the manifest",
     }
     for mode, help_text in mode_help.items():
         exclusive.add_argument(
@@ -120,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     shipping.add_argument(
         "--only",
         choices=SHIPPED_NAMES,
-        help="with --ship: train and ship this model alone; the other's files and entry stay",
+        help="with --ship or --robust: this model alone; the other's files and entry stay",
     )
     shipping.add_argument(
         "--init-from",
@@ -181,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     training.add_argument(
         "--seed", type=int, default=DEFAULTS.seed, help="seeds the split, weights and batches"
+    )
+    training.add_argument(
+        "--ema-decay",
+        type=float,
+        default=DEFAULTS.ema_decay,
+        help="with --robust: the shipped weights are this exponential moving average per step",
+    )
+    training.add_argument(
+        "--non-digits",
+        type=int,
+        default=DEFAULTS.non_digits,
+        help="with --robust: non-digit images made for training to decline them",
     )
 
     logging = parser.add_argument_group("logging and benchmarks")

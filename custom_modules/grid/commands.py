@@ -123,6 +123,51 @@ def reexport_shipped_models(settings: GridSettings, run_one: RunFn | None = None
     return 0
 
 
+def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
+    """Fine-tune the shipped models for real handwriting and non-digits; ship and calibrate."""
+    from custom_modules.grid.robust import robust_ship
+    from custom_modules.training.robust import RobustConfig
+
+    names = [settings.only] if settings.only else ["Fast", "Large"]
+    if error := output_dir_error(settings.output_dir):
+        return refuse(error)
+    config = RobustConfig(
+        epochs=settings.epochs,
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        ema_decay=settings.ema_decay,
+        seed=settings.seed,
+    )
+    try:
+        data = split_mnist(load_mnist(settings.data_dir), settings.val_size, settings.seed)
+        robust_ship(
+            names,
+            settings.models_dir,
+            settings.output_dir,
+            data,
+            config,
+            settings.non_digits,
+            settings.command,
+        )
+    except (MnistDataError, ModelFileError, ValueError, KeyError) as err:
+        return refuse(err)
+    print(f"updated {settings.models_dir / 'manifest.json'}; time the models: --retime-shipped")
+    return 0
+
+
+def calibrate_shipped_models(settings: GridSettings, run_one: RunFn | None = None) -> int:
+    """Fit the shipped models' temperatures and decline rules again, on validation inputs."""
+    from custom_modules.grid.robust import calibrate_shipped
+
+    try:
+        data = split_mnist(load_mnist(settings.data_dir), settings.val_size, settings.seed)
+        calibrate_shipped(settings.models_dir, data)
+    except (MnistDataError, ModelFileError, ValueError) as err:
+        return refuse(err)
+    print(f"updated {settings.models_dir / 'manifest.json'}")
+    return 0
+
+
 def output_dir_error(output_dir: Path) -> str | None:
     """Why the output folder cannot be written, or None; checked before any training."""
     try:
@@ -221,6 +266,8 @@ MODES: dict[Mode, Callable[[GridSettings, RunFn | None], int]] = {
     Mode.RETIME: retime,
     Mode.RETIME_SHIPPED: retime_shipped_models,
     Mode.REEXPORT_SHIPPED: reexport_shipped_models,
+    Mode.ROBUST: robust,
+    Mode.CALIBRATE_SHIPPED: calibrate_shipped_models,
 }
 
 

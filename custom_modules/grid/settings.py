@@ -23,6 +23,8 @@ class Mode(enum.Enum):
     RETIME = "retime"
     RETIME_SHIPPED = "retime-shipped"
     REEXPORT_SHIPPED = "reexport-shipped"
+    ROBUST = "robust"
+    CALIBRATE_SHIPPED = "calibrate-shipped"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class GridSettings:
     device: str = "auto"
     baseline: bool = False
     seed: int = 0
+    ema_decay: float = 0.999
+    non_digits: int = 40000
     wandb: str = "online"
     wandb_project: str = "vit-digits"
     bench_threads: int = 1
@@ -89,8 +93,10 @@ class GridSettings:
 
 def settings_error(mode: Mode, settings: GridSettings) -> str | None:
     """What is contradictory or impossible in these settings, or None; checked before any work."""
-    if (settings.only or settings.init_from) and mode is not Mode.SHIP:
-        return "--only and --init-from go with --ship"
+    if settings.only and mode not in (Mode.SHIP, Mode.ROBUST):
+        return "--only goes with --ship or --robust"
+    if settings.init_from and mode is not Mode.SHIP:
+        return "--init-from goes with --ship"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:
         return "--keep-latencies goes with --reexport-shipped"
     if not settings.augment and settings.elastic_alpha > 0:

@@ -46,6 +46,7 @@ class ShippedModel:
     torch_p50_us: float
     bench_threads: int
     command: str
+    history: list[dict] | None = None  # per-epoch figures of the training that made it
 
     @classmethod
     def from_row(cls, row: dict, run_dir: Path, command: str) -> "ShippedModel":
@@ -93,6 +94,7 @@ class ShippedModel:
             "bench_threads": self.bench_threads,
             "size_bytes": size_bytes,
             "command": self.command,
+            **({"history": self.history} if self.history else {}),
         }
 
 

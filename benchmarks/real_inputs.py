@@ -1,0 +1,166 @@
+"""How the shipped models read what people hand them, and whether they decline what is no digit.
+
+One row per model of the manifest, on inputs made here from MNIST's *test* digits and from
+held-out fonts and seeds (they report only: every choice was made on the validation split):
+
+- MNIST test as it is: accuracy, expected calibration error (15 bins) and NLL;
+- drawn: each digit's centre line drawn again with a round brush, any size, place and pen width;
+- other hands: slant, proportions, wobble and pen width that MNIST's writers did not use;
+- font shapes: digits from fonts the training never saw, with a random pen and wobble;
+- photos: the drawn digits as JPEG photos of dark ink on paper, read through the upload path;
+- non-digits: letters, signs, scribbles, shapes and digit pairs, from held-out fonts and seeds.
+
+An input counts as read when the model's top digit is its label and it was not declined. Every
+input goes through the app's own path: `read_upload` (photos), `preprocess_image`, `OnnxViT`.
+
+    python benchmarks/real_inputs.py --data-dir ../shared/data/mnist
+    python benchmarks/real_inputs.py --models-dir /tmp/today/models   # another set of models
+"""
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from custom_modules.serving.calibration import expected_calibration_error, negative_log_likelihood
+from custom_modules.serving.manifest import load_manifest_json, read_manifest, write_manifest
+from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.serving.upload import read_upload
+from custom_modules.synthetic.handwriting import (
+    draw_as_strokes,
+    font_digit,
+    other_hand,
+    photo_of_paper,
+)
+from custom_modules.synthetic.non_digits import HELD_OUT_FONTS, make_non_digits
+from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+NON_DIGIT_SEED = 2  # training used seed 0, validation seed 1
+DIGIT_SETS = ("drawn", "other hands", "font shapes", "photos")
+
+
+@dataclass(frozen=True)
+class InputSet:
+    """Model inputs (N, 1, 28, 28), their labels, and which were not blank to preprocessing."""
+
+    pixels: np.ndarray
+    labels: np.ndarray
+    usable: np.ndarray
+
+
+def as_set(images: list[np.ndarray], labels: np.ndarray) -> InputSet:
+    """Preprocess each image as the app does; a blank one is kept as zeros and marked unusable."""
+    frames = [preprocess_image(image) for image in images]
+    blank = np.zeros((1, 1, 28, 28), np.float32)
+    pixels = np.concatenate([blank if x is None else x for x in frames])
+    return InputSet(pixels, labels, np.array([x is not None for x in frames]))
+
+
+def make_sets(data_dir: Path, n: int, seed: int) -> dict[str, InputSet]:
+    """The inputs, made once and read by every model."""
+    mnist = load_mnist(data_dir)
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(mnist.test_labels), n, replace=False)
+    digits, labels = mnist.test_images[picked], mnist.test_labels[picked]
+    test = mnist.test_images.astype(np.float32)[:, None] / 255
+    drawn = [draw_as_strokes(d, rng) for d in digits]
+    photos = [read_upload(photo_of_paper(canvas, rng)).pixels for canvas in drawn]
+    non_digits, _ = make_non_digits(n, NON_DIGIT_SEED, digits, labels, fonts=HELD_OUT_FONTS)
+    return {
+        "MNIST test": InputSet(test, mnist.test_labels.astype(np.int64), np.ones(len(test), bool)),
+        "drawn": as_set(drawn, labels),
+        "other hands": as_set([other_hand(d, rng) for d in digits], labels),
+        "font shapes": as_set([font_digit(int(label), rng) for label in labels], labels),
+        "photos": as_set(photos, labels),
+        "non-digits": InputSet(
+            non_digits.astype(np.float32)[:, None] / 255, np.full(n, -1), np.ones(n, bool)
+        ),
+    }
+
+
+def read_all(model: OnnxViT, pixels: np.ndarray, batch: int = 500):
+    """Calibrated probabilities (N, 10) and the declined flags (N,), in batches."""
+    parts = [model.classify(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
+    return np.concatenate([p.probabilities for p in parts]), np.concatenate(
+        [p.declined for p in parts]
+    )
+
+
+def measure(model: OnnxViT, sets: dict[str, InputSet]) -> dict[str, float]:
+    """Every figure of the table for one model."""
+    figures = {}
+    test = sets["MNIST test"]
+    probabilities, _ = read_all(model, test.pixels)
+    figures["mnist_accuracy"] = float((probabilities.argmax(1) == test.labels).mean())
+    figures["mnist_ece"] = expected_calibration_error(probabilities, test.labels)
+    figures["mnist_nll"] = negative_log_likelihood(probabilities, test.labels)
+    for name in DIGIT_SETS:
+        inputs = sets[name]
+        probabilities, declined = read_all(model, inputs.pixels)
+        right = (probabilities.argmax(1) == inputs.labels) & inputs.usable
+        figures[f"{name}_accuracy"] = float((right & ~declined).mean())
+        if name == "drawn":
+            figures["drawn_correct_declined"] = float(declined[right].mean())
+    probabilities, declined = read_all(model, sets["non-digits"].pixels)
+    figures["non_digits_declined"] = float(declined.mean())
+    figures["non_digits_sure"] = float((probabilities.max(1) >= 0.9).mean())
+    return figures
+
+
+COLUMNS = {
+    "mnist_accuracy": ("MNIST test", "{:.2%}"),
+    "mnist_ece": ("ECE", "{:.2%}"),
+    "mnist_nll": ("NLL", "{:.3f}"),
+    "drawn_accuracy": ("drawn", "{:.2%}"),
+    "other hands_accuracy": ("other hands", "{:.2%}"),
+    "font shapes_accuracy": ("font shapes", "{:.2%}"),
+    "photos_accuracy": ("photos", "{:.2%}"),
+    "non_digits_declined": ("non-digits declined", "{:.1%}"),
+    "non_digits_sure": ("non-digits >= 90 % sure", "{:.1%}"),
+    "drawn_correct_declined": ("read drawn digits declined", "{:.2%}"),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="MNIST's files")
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="models to measure")
+    parser.add_argument("--n", type=int, default=2000, help="inputs in each made-up set")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the made-up sets")
+    parser.add_argument(
+        "--write-manifest",
+        action="store_true",
+        help="record the figures in the models' manifest entries (key real_inputs)",
+    )
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    sets = make_sets(args.data_dir, args.n, args.seed)
+    print(f"inputs made in {time.perf_counter() - started:.0f} s, {args.n} in each made-up set")
+    print("| model | " + " | ".join(label for label, _ in COLUMNS.values()) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    measured = {}
+    for name, info in read_manifest(args.models_dir).models.items():
+        figures = measured[name] = measure(OnnxViT.from_info(info), sets)
+        cells = [fmt.format(figures[key]) for key, (_, fmt) in COLUMNS.items()]
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    if args.write_manifest:
+        manifest = load_manifest_json(args.models_dir)
+        for name, figures in measured.items():
+            manifest["models"][name]["real_inputs"] = {
+                "n": args.n,
+                "seed": args.seed,
+                **{k: round(v, 5) for k, v in figures.items()},
+            }
+        write_manifest(args.models_dir, manifest)
+        print(f"recorded in {args.models_dir / 'manifest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

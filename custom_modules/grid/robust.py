@@ -1,0 +1,162 @@
+"""Make the shipped models read real handwriting and decline what is no digit, then ship them.
+
+`--robust`: each shipped model is fine-tuned from its checkpoint with `training.robust`, shipped
+(INT8 variant too, when it holds), and calibrated. `--calibrate-shipped`: the calibration alone,
+for every model of the manifest: the temperature and the decline rule set on validation inputs,
+their error before and after, on validation and (reported only) on MNIST's test set.
+"""
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from custom_modules.export.calibrate import Calibration, ValidationInputs, calibrate, logits_of
+from custom_modules.export.onnx_export import export_onnx
+from custom_modules.grid.shipping import ShippedModel, read_shipped, ship_models
+from custom_modules.serving.calibration import expected_calibration_error, negative_log_likelihood
+from custom_modules.serving.manifest import load_manifest_json, write_manifest
+from custom_modules.serving.model import OnnxViT, softmax
+from custom_modules.synthetic.non_digits import HELD_OUT_FONTS, make_non_digits
+from custom_modules.training.checkpoints import load_checkpoint, save_checkpoint
+from custom_modules.training.data import DataSplits
+from custom_modules.training.metrics import evaluate
+from custom_modules.training.robust import (
+    RobustCheck,
+    RobustConfig,
+    finetune_robust,
+    without_dropout,
+)
+
+TRAIN_NON_DIGITS_SEED = 0
+VAL_NON_DIGITS_SEED = 1
+VAL_NON_DIGITS = 2000
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    return (images[:, 0] * 255).round().to(torch.uint8).numpy()
+
+
+def _pixels(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).float().div_(255).unsqueeze(1)
+
+
+def validation_non_digits(data: DataSplits) -> np.ndarray:
+    """Held-out non-digits (other fonts and seed, validation digits' pairs): (N, 28, 28) uint8."""
+    images, _ = make_non_digits(
+        VAL_NON_DIGITS,
+        VAL_NON_DIGITS_SEED,
+        _uint8(data.val_images),
+        data.val_labels.numpy(),
+        fonts=HELD_OUT_FONTS,
+    )
+    return images
+
+
+def robust_models(
+    names: list[str],
+    models_dir: Path,
+    output_dir: Path,
+    data: DataSplits,
+    config: RobustConfig,
+    non_digit_count: int,
+    command: str,
+) -> dict[str, ShippedModel]:
+    """Fine-tune each named shipped model; what to ship, by name (its history in output_dir)."""
+    shipped = read_shipped(models_dir)
+    train_non_digits, _ = make_non_digits(
+        non_digit_count, TRAIN_NON_DIGITS_SEED, _uint8(data.train_images), data.train_labels.numpy()
+    )
+    check = RobustCheck.make(data, _pixels(validation_non_digits(data)))
+    models = {}
+    for name in names:
+        entry = shipped[name]
+        start = without_dropout(load_checkpoint(models_dir / entry["checkpoint"]))
+        state_path = output_dir / "train_state" / f"robust-{name.lower()}.pt"
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+
+        def report(record: dict, name: str = name) -> None:
+            print(
+                f"{name} epoch {record['epoch']}/{config.epochs}: train loss "
+                f"{record['train_loss']:.4f}, val acc {record['val_clean_accuracy']:.4f} clean, "
+                f"{record['val_styled_accuracy']:.4f} restyled; non-digits declined "
+                f"{record['val_non_digits_declined']:.1%}",
+                flush=True,
+            )
+
+        model, history = finetune_robust(
+            start, data, _pixels(train_non_digits), check, config, state_path, report
+        )
+        stem = f"robust-{name.lower()}"
+        checkpoint = save_checkpoint(model, output_dir / "checkpoints" / f"{stem}.pt")
+        onnx_path = export_onnx(model, output_dir / "onnx" / f"{stem}.onnx")
+        val = evaluate(model, data.val_images, data.val_labels)
+        test = evaluate(model, data.test_images, data.test_labels)
+        models[name] = ShippedModel(
+            onnx_path=onnx_path,
+            checkpoint_path=checkpoint,
+            config=dict(entry["config"]),
+            params=model.num_parameters(),
+            val_accuracy=round(val["accuracy"], 5),
+            test_metrics={k: round(test[k], 5) for k in ("accuracy", "precision", "recall", "f1")},
+            onnx_p50_us=entry["onnx_p50_us"],
+            torch_p50_us=entry["torch_p50_us"],
+            bench_threads=entry["bench_threads"],
+            command=command,
+            history=history,
+        )
+    return models
+
+
+def test_calibration(model: OnnxViT, data: DataSplits, temperature: float) -> dict[str, float]:
+    """ECE and NLL on MNIST's test set as it is, before and after the temperature (reported)."""
+    logits = logits_of(model, data.test_images.numpy())
+    labels = data.test_labels.numpy()
+    before, after = softmax(logits), softmax(logits / temperature)
+    return {
+        "test_ece_before": expected_calibration_error(before, labels),
+        "test_ece_after": expected_calibration_error(after, labels),
+        "test_nll_before": negative_log_likelihood(before, labels),
+        "test_nll_after": negative_log_likelihood(after, labels),
+    }
+
+
+def calibrate_shipped(models_dir: Path, data: DataSplits) -> dict[str, Calibration]:
+    """Fit every shipped model's temperature and decline rule; write them into the manifest."""
+    manifest = load_manifest_json(models_dir)
+    digits = ValidationInputs.make(_uint8(data.val_images), data.val_labels.numpy())
+    non_digits = _pixels(validation_non_digits(data)).numpy()
+    fitted = {}
+    for name, entry in manifest["models"].items():
+        model = OnnxViT(models_dir / entry["file"])
+        fit = fitted[name] = calibrate(model, digits, non_digits)
+        entry["temperature"] = round(fit.temperature, 4)
+        entry["decline_below"] = round(fit.decline_below, 4)
+        entry["calibration"] = {
+            **{k: round(v, 5) for k, v in asdict(fit).items()},
+            **{k: round(v, 5) for k, v in test_calibration(model, data, fit.temperature).items()},
+        }
+        print(
+            f"{name}: temperature {fit.temperature:.3f}, declines below {fit.decline_below:.3f}; "
+            f"validation ECE {fit.val_ece_before:.2%} -> {fit.val_ece_after:.2%}, digits declined "
+            f"{fit.val_digits_declined:.2%}, non-digits declined {fit.val_non_digits_declined:.1%}"
+        )
+    write_manifest(models_dir, manifest)
+    return fitted
+
+
+def robust_ship(
+    names: list[str],
+    models_dir: Path,
+    output_dir: Path,
+    data: DataSplits,
+    config: RobustConfig,
+    non_digit_count: int,
+    command: str,
+) -> None:
+    """Fine-tune, ship (timings kept: measure them with --retime-shipped) and calibrate."""
+    manifest = load_manifest_json(models_dir)
+    models = robust_models(names, models_dir, output_dir, data, config, non_digit_count, command)
+    ship_models(models, models_dir, data, manifest.get("grid_results"), retime=False)
+    calibrate_shipped(models_dir, data)
