@@ -79,12 +79,27 @@ function canvasPoint(event) {
   return [round((event.clientX - box.left) * scale), round((event.clientY - box.top) * scale)];
 }
 
-surface.addEventListener("pointerdown", (event) => {
+function onSurface(event) {
+  // Chromium hit-tests a touch at whole pixels: a finger on the surface's last column or row
+  // (273.5 of 274 px) lands in the zone's margin beside it. Such a stroke is still ours.
+  const box = surface.getBoundingClientRect();
+  const [x, y] = [event.clientX, event.clientY];
+  return x >= box.left && x < box.right + 1 && y >= box.top && y < box.bottom + 1;
+}
+
+function clampedPoint(event) {
+  const last = size - 0.5;
+  return canvasPoint(event).map((v) => Math.min(Math.max(v, 0), last));
+}
+
+const zone = document.getElementById("zone");
+zone.addEventListener("pointerdown", (event) => {
   if (disabled || active || (event.pointerType === "mouse" && event.button !== 0)) return;
+  if (!onSurface(event)) return;
   event.preventDefault();
   // capture: the stroke keeps its events, and its end, when the pen leaves the surface
   surface.setPointerCapture(event.pointerId);
-  const stroke = { width: penWidth, points: [canvasPoint(event)] };
+  const stroke = { width: penWidth, points: [clampedPoint(event)] };
   strokes.push(stroke);
   active = { pointerId: event.pointerId, stroke };
   paintDot(stroke.width, stroke.points[0]);
@@ -142,9 +157,12 @@ function resize(newSize) {
 }
 
 function layout() {
-  // shrink to the frame's width on a narrow screen; never grow past the canvas' own pixels
-  const available = document.documentElement.clientWidth || size;
-  const side = Math.min(size, available);
+  // Shrink to the frame's width on a narrow screen; never grow past the canvas' own pixels.
+  // Short of the frame by the zone's margin and one pixel more: in a frame of fractional
+  // width (Streamlit gives it its column's, e.g. 275.27 px) Chromium hit-tests no pointer on
+  // the last column.
+  const frameWidth = document.documentElement.getBoundingClientRect().width;
+  const side = frameWidth > 1 ? Math.min(size, Math.floor(frameWidth) - 3) : size;
   surface.style.width = surface.style.height = `${side}px`;
   const height = Math.ceil(document.body.getBoundingClientRect().height);
   if (height !== frameHeight) {
