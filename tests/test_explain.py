@@ -13,13 +13,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from custom_modules.serving.calibration import reliability_bins
 from custom_modules.serving.error_analysis import (
     artifact_path,
     build_error_analysis,
     confusion_matrix,
-    expected_calibration_error,
     load_error_analysis,
-    reliability_table,
 )
 from custom_modules.serving.explain import (
     curve_area,
@@ -237,11 +236,12 @@ def test_error_analysis_matches_a_recount_one_digit_at_a_time(tiny_model_path, t
     assert path.name == "error_analysis-fast-int8.npz" and path.stat().st_size < 300_000
     analysis = load_error_analysis(path)
 
-    predicted, confidence = [], []
+    predicted, confidence, all_probabilities = [], [], []
     for image in images:  # the recount: one digit at a time, no batching
         probabilities = model.predict((image.astype(np.float32) / 255)[None, None])[0][0]
         predicted.append(int(probabilities.argmax()))
         confidence.append(float(probabilities.max()))
+        all_probabilities.append(probabilities)
     expected = np.zeros((10, 10), int)
     for label, guess in zip(labels, predicted, strict=True):
         expected[label, guess] += 1
@@ -256,7 +256,10 @@ def test_error_analysis_matches_a_recount_one_digit_at_a_time(tiny_model_path, t
         single = explain(model, (images[index].astype(np.float32) / 255)[None, None])
         np.testing.assert_allclose(analysis.wrong_occlusion[slot], single.occlusion(), atol=2e-3)
     assert (np.diff(analysis.wrong_confidence) <= 0).all()  # most confident mistakes first
-    np.testing.assert_allclose(analysis.confidence, confidence, atol=1e-3)  # stored as float16
+    recounted_bins = reliability_bins(np.array(all_probabilities), labels)
+    assert len(analysis.reliability) == len(recounted_bins)
+    for stored, recounted in zip(analysis.reliability, recounted_bins, strict=True):
+        assert stored == pytest.approx(recounted, abs=1e-5)
     assert analysis.decline_threshold == pytest.approx(np.quantile(confidence[:30], 0.01), 1e-4)
     assert analysis.accuracy == pytest.approx(np.mean(np.array(predicted) == labels))
 
@@ -267,15 +270,7 @@ def test_an_unreadable_artifact_is_none(tmp_path):
     assert load_error_analysis(tmp_path / "missing.npz") is None
 
 
-def test_reliability_table_and_ece_by_hand():
-    confidence = np.array([0.95, 0.95, 0.95, 0.95, 0.55, 0.55])
-    correct = np.array([True, True, True, False, True, False])
-    rows = reliability_table(confidence, correct, bins=10)
-    assert [(row["low"], row["count"], row["accuracy"]) for row in rows] == [
-        (0.5, 2, 0.5),
-        (0.9, 4, 0.75),
-    ]
-    assert expected_calibration_error(rows) == pytest.approx((2 * 0.05 + 4 * 0.2) / 6)
+def test_confusion_matrix_rows_are_the_true_digit():
     assert confusion_matrix([1, 1, 2], [1, 2, 2])[1].tolist() == [0, 1, 1, *[0] * 7]
 
 

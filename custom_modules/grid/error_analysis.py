@@ -6,7 +6,7 @@ Run after shipping (or after any change to the shipped models), from the reposit
     python -m custom_modules.grid.error_analysis --data-dir ../shared/data/mnist --models Fast
 
 Each file holds the model's confusion matrix on the MNIST test set, its wrong test digits with
-their occlusion maps, every test digit's confidence (the reliability diagram) and the
+their occlusion maps, the reliability bins of its calibrated probabilities and the
 provisional decline threshold set on the validation split (custom_modules/serving/
 error_analysis.py). The app's "Error analysis" tab reads them; it needs no MNIST files.
 """
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     val_images = validation_images(mnist, args.val_size, args.seed)
     for name in names:
         started = time.perf_counter()
-        model = OnnxViT(infos[name].path)
+        model = OnnxViT.from_info(infos[name])  # its calibration, as the app serves it
         analysis = build_error_analysis(
             model, name, mnist.test_images, mnist.test_labels, val_images
         )

@@ -2,8 +2,8 @@
 
 `models/error_analysis-<name>.npz` (a few dozen KB) holds, for the MNIST test set: the confusion
 matrix, every digit the model gets wrong (its pixels, true label, prediction, confidence and
-occlusion map), each test digit's confidence and whether it was right (for the reliability
-diagram), and the provisional decline threshold set on the validation split. The app needs no
+occlusion map), the reliability bins and ECE of its (calibrated) probabilities, and the
+provisional decline threshold set on the validation split. The app needs no
 MNIST files. `vit-digits-error-analysis` (custom_modules/grid/error_analysis.py) writes it.
 
 Torch-free (numpy and ONNX Runtime through OnnxViT).
@@ -16,12 +16,14 @@ import numpy as np
 
 from custom_modules.atomic_file import replaced_atomically
 from custom_modules.contract import NUM_CLASSES, PIXEL_MAX
+from custom_modules.serving.calibration import expected_calibration_error, reliability_bins
 from custom_modules.serving.explain import explain
 from custom_modules.serving.model import OnnxViT
 
 DECLINE_QUANTILE = 0.01  # provisional: 1 % of the validation digits fall below the threshold
 GALLERY_MAX = 200  # wrong test digits kept (all of them for today's models)
 BATCH = 500
+RELIABILITY_KEYS = ("low", "high", "count", "confidence", "accuracy")
 
 
 def artifact_path(models_dir: str | Path, model_name: str) -> Path:
@@ -36,8 +38,8 @@ class ErrorAnalysis:
 
     model_name: str
     confusion: np.ndarray  # (10, 10) int: rows the true digit, columns the prediction
-    confidence: np.ndarray  # (N,) float: each digit's highest probability
-    correct: np.ndarray  # (N,) bool
+    reliability: list[dict[str, float]]  # serving/calibration.py's reliability_bins (15)
+    ece: float  # expected calibration error over those bins
     wrong_index: np.ndarray  # (M,) int: index in the set, most confident mistakes first
     wrong_images: np.ndarray  # (M, 28, 28) uint8
     wrong_labels: np.ndarray  # (M,) int
@@ -57,8 +59,11 @@ class ErrorAnalysis:
                 f,
                 model_name=np.array(self.model_name),
                 confusion=self.confusion.astype(np.int32),
-                confidence=self.confidence.astype(np.float16),
-                correct=self.correct.astype(bool),
+                reliability=np.array(
+                    [[row[key] for key in RELIABILITY_KEYS] for row in self.reliability],
+                    dtype=np.float64,
+                ).reshape(-1, len(RELIABILITY_KEYS)),
+                ece=np.float64(self.ece),
                 wrong_index=self.wrong_index.astype(np.int32),
                 wrong_images=self.wrong_images.astype(np.uint8),
                 wrong_labels=self.wrong_labels.astype(np.int8),
@@ -77,8 +82,11 @@ def load_error_analysis(path: str | Path) -> ErrorAnalysis | None:
             return ErrorAnalysis(
                 model_name=str(data["model_name"]),
                 confusion=data["confusion"].astype(np.int64),
-                confidence=data["confidence"].astype(np.float32),
-                correct=data["correct"],
+                reliability=[
+                    dict(zip(RELIABILITY_KEYS, map(float, row), strict=True))
+                    for row in data["reliability"]
+                ],
+                ece=float(data["ece"]),
                 wrong_index=data["wrong_index"].astype(np.int64),
                 wrong_images=data["wrong_images"],
                 wrong_labels=data["wrong_labels"].astype(np.int64),
@@ -130,15 +138,14 @@ def build_error_analysis(
     probabilities = probabilities_of(model, images)
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
-    correct = predicted == labels
-    wrong = np.flatnonzero(~correct)
+    wrong = np.flatnonzero(predicted != labels)
     wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:gallery_max]
     occlusion = [explain(model, as_inputs(images[i : i + 1])).occlusion() for i in wrong]
     return ErrorAnalysis(
         model_name=model_name,
         confusion=confusion_matrix(labels, predicted),
-        confidence=confidence,
-        correct=correct,
+        reliability=reliability_bins(probabilities, labels),
+        ece=expected_calibration_error(probabilities, labels),
         wrong_index=wrong,
         wrong_images=np.asarray(images)[wrong],
         wrong_labels=labels[wrong],
@@ -147,36 +154,3 @@ def build_error_analysis(
         wrong_occlusion=np.array(occlusion, dtype=np.float32).reshape(len(wrong), 7, 7),
         decline_threshold=decline_threshold(model, val_images),
     )
-
-
-RELIABILITY_BINS = 15
-
-
-def reliability_table(
-    confidence: np.ndarray, correct: np.ndarray, bins: int = RELIABILITY_BINS
-) -> list[dict[str, float]]:
-    """Per confidence bin of equal width on [0, 1] that holds any digit: its range, count,
-    mean confidence and accuracy (a calibrated model has accuracy = confidence in each)."""
-    confidence = np.asarray(confidence, dtype=np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    rows = []
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            rows.append(
-                {
-                    "low": float(edges[b]),
-                    "high": float(edges[b + 1]),
-                    "count": int(inside.sum()),
-                    "confidence": float(confidence[inside].mean()),
-                    "accuracy": float(np.asarray(correct)[inside].mean()),
-                }
-            )
-    return rows
-
-
-def expected_calibration_error(rows: list[dict[str, float]]) -> float:
-    """ECE: the count-weighted gap between accuracy and confidence over the bins."""
-    total = sum(row["count"] for row in rows)
-    return sum(row["count"] / total * abs(row["accuracy"] - row["confidence"]) for row in rows)
