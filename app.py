@@ -17,19 +17,19 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
+import explain_view
 from custom_modules.contract import CONFIG_KEYS
 from custom_modules.grid.results_table import FIELDS
 from custom_modules.serving.errors import ModelFileError
+from custom_modules.serving.explain import Verdict, explain
 from custom_modules.serving.manifest import Manifest, ModelInfo, read_manifest
-from custom_modules.serving.model import OnnxViT, Prediction
-from custom_modules.serving.overlay import as_uint8, attention_overlay, upscale_nearest
+from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.overlay import as_uint8, upscale_nearest
 from custom_modules.serving.preprocess import ink_box, preprocess_image
 from custom_modules.serving.upload import UploadError, read_upload
 
 CANVAS_SIZE = 280
 INPUT_DISPLAY_SIZE = 224
-ATTENTION_DISPLAY_SIZE = 112
-ROLLOUT_DISPLAY_SIZE = 168
 UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif"]
 PREVIEW_SIDE = 2 * CANVAS_SIZE  # the upload is shown at most this big (sharp on HiDPI screens)
 PREVIEW_MAX_ASPECT = 4  # longer thinner uploads are shown padded to this ratio
@@ -42,8 +42,8 @@ def models_dir() -> Path:
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading the model…")
-def _load_model(path: str, mtime_ns: int) -> OnnxViT:
-    return OnnxViT(path)
+def _load_model(path: str, mtime_ns: int, temperature: float, decline_below: float) -> OnnxViT:
+    return OnnxViT(path, temperature=temperature, decline_below=decline_below)
 
 
 def load_model(info: ModelInfo) -> OnnxViT:
@@ -52,7 +52,8 @@ def load_model(info: ModelInfo) -> OnnxViT:
         mtime_ns = info.path.stat().st_mtime_ns
     except OSError:
         mtime_ns = 0  # OnnxViT reports the missing file
-    return _load_model(str(info.path), mtime_ns)
+    # with its calibration and decline rule from the manifest, as OnnxViT.from_info
+    return _load_model(str(info.path), mtime_ns, info.temperature, info.decline_below)
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -211,37 +212,23 @@ def probability_chart(probabilities: np.ndarray) -> alt.Chart:
     )
 
 
-def show_prediction(probabilities: np.ndarray, milliseconds: float) -> None:
-    digit = int(np.argmax(probabilities))
-    st.metric("Predicted digit", str(digit))
-    st.markdown(f"**{probabilities[digit]:.1%}** probability")
-    st.altair_chart(probability_chart(probabilities), width="stretch")
-    st.caption(f"Preprocessing + inference took {milliseconds:.1f} ms.")
-
-
-def show_attention(pixels: np.ndarray, prediction: Prediction) -> None:
-    """The rollout, and beside it every head's CLS attention, as green layers on the input."""
-    st.subheader("Where the model looked")
+def show_prediction(probabilities: np.ndarray, milliseconds: float, judged: Verdict) -> None:
+    """The digit (or, when declined, a plain "not a digit"), a close call named, the chart."""
+    if judged.declined:
+        explain_view.show_declined(probabilities)
+        with st.expander("Probabilities anyway"):
+            st.altair_chart(probability_chart(probabilities), width="stretch")
+    else:
+        digit = judged.digit
+        st.metric("Predicted digit", str(digit))
+        st.markdown(f"**{probabilities[digit]:.1%}** probability")
+        if judged.close_call:
+            explain_view.show_close_call(probabilities, judged)
+        st.altair_chart(probability_chart(probabilities), width="stretch")
     st.caption(
-        "Green marks the 4×4 patches the CLS token attends to: the attention rollout through "
-        "all blocks, then one map per head of each block (each scaled to its own maximum)."
+        f"Preprocessing + inference took {milliseconds:.1f} ms "
+        "(the occlusion maps' variants in the same batch)."
     )
-    rollout_column, heads_column = st.columns([1, 4])
-    with rollout_column:
-        st.image(
-            attention_overlay(pixels, prediction.rollout[0], ROLLOUT_DISPLAY_SIZE),
-            caption="attention rollout, all blocks",
-            width=ROLLOUT_DISPLAY_SIZE,
-        )
-    with heads_column:
-        for block, attention in enumerate(prediction.cls_attentions):
-            with st.container(horizontal=True, gap="small"):
-                for head, head_map in enumerate(attention[0]):
-                    st.image(
-                        attention_overlay(pixels, head_map, ATTENTION_DISPLAY_SIZE),
-                        caption=f"block {block}, head {head}",
-                        width=ATTENTION_DISPLAY_SIZE,
-                    )
 
 
 def show_model_input(pixels: np.ndarray) -> None:
@@ -254,7 +241,7 @@ def show_model_input(pixels: np.ndarray) -> None:
     )
 
 
-def predict_tab(model: OnnxViT, source: str, stroke_width: int) -> None:
+def predict_tab(model: OnnxViT, info: ModelInfo, source: str, stroke_width: int) -> None:
     """The input, what the model sees, its prediction and its attention maps."""
     input_column, seen_column, result_column = st.columns([1.15, 1, 1.25], gap="large")
     with input_column:
@@ -267,14 +254,15 @@ def predict_tab(model: OnnxViT, source: str, stroke_width: int) -> None:
             input_column.warning("No digit found: the image is blank, too faint or too small.")
         seen_column.info("Draw a digit (or upload one) to see the prediction.", icon="✏️")
         return
-    prediction = model.predict_with_rollout(x)
+    explanation = explain(model, x)  # the prediction and every occlusion, one ORT call
     milliseconds = (time.perf_counter() - started) * 1000
+    judged = explain_view.judge(explanation, model, info)
     pixels = as_uint8(x)
     with seen_column:
         show_model_input(pixels)
     with result_column:
-        show_prediction(prediction.probabilities[0], milliseconds)
-    show_attention(pixels, prediction)
+        show_prediction(explanation.probabilities, milliseconds, judged)
+    explain_view.show_maps(pixels, explanation, judged)
 
 
 # ----------------------------------------------------------------------------- grid search
@@ -353,11 +341,13 @@ def main() -> None:
     except ModelFileError as err:
         st.error(f"The {info.name} model cannot be loaded. {err}")
         st.stop()
-    predict, grid = st.tabs(["Draw & predict", "Grid search"])
+    predict, grid, errors = st.tabs(["Draw & predict", "Grid search", "Error analysis"])
     with predict:
-        predict_tab(model, source, stroke_width)
+        predict_tab(model, info, source, stroke_width)
     with grid:
         grid_search_tab(manifest)
+    with errors:
+        explain_view.error_analysis_tab(manifest, info.name)
 
 
 main()

@@ -60,7 +60,7 @@ def test_blank_canvas_shows_a_hint_and_no_prediction(models_env):
     app = run_app()
     assert any("Draw a digit" in info.value for info in app.info)
     assert not app.metric and not app.error
-    assert [tab.label for tab in app.tabs] == ["Draw & predict", "Grid search"]
+    assert [tab.label for tab in app.tabs] == ["Draw & predict", "Grid search", "Error analysis"]
 
 
 def test_sidebar_shows_each_models_numbers(models_env):

@@ -1,0 +1,270 @@
+"""The app's explanations: the verdict (a digit, "not sure", "not a digit"), the maps that show
+cause, and the error-analysis tab. app.py calls these; torch-free like the rest of the app.
+
+The maps come in the order benchmarks/faithfulness.py measured them (docs/explanations.md):
+rollout first, then the occlusion maps, then the raw per-head attention.
+"""
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from custom_modules.serving.error_analysis import ErrorAnalysis, artifact_path, load_error_analysis
+from custom_modules.serving.explain import Explanation, Verdict, is_declined, verdict
+from custom_modules.serving.manifest import Manifest, ModelInfo
+from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.overlay import attention_overlay, signed_overlay
+
+MAP_SIZE = 168
+HEAD_SIZE = 112
+DIGIT_MAP_SIZE = 84
+GALLERY_SIZE = 84
+GALLERY_SHOWN = 60
+ROLLOUT_CAPTION = "attention rollout, all blocks"
+HOW_TO_READ = {
+    "rollout": "**Rollout** (most faithful here, see docs/explanations.md): where the CLS token "
+    "draws from through all blocks; the same map whatever digit you ask about.",
+    "occlusion": "**Occlusion**: blank one 4×4 patch, run the model again. Green patches lower "
+    "p({digit}) when blanked (the ink that makes it a {digit}), magenta ones raise it.",
+    "contrast": "**Why {a} and not {b}**: green patches speak for {a}, magenta ones for {b} "
+    "(how p({a}) − p({b}) falls when the patch is blanked).",
+    "heads": "**Raw attention per head**: where each head of each block looked (each scaled to "
+    "its own maximum). Where a head looks is not what made the model decide.",
+}
+
+
+# ------------------------------------------------------------------------------ verdict
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _load_analysis(path: str, mtime_ns: int) -> ErrorAnalysis | None:
+    return load_error_analysis(path)
+
+
+def error_analysis_of(info: ModelInfo) -> ErrorAnalysis | None:
+    """The model's error-analysis file beside its ONNX file, or None."""
+    path = artifact_path(info.path.parent, info.name)
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _load_analysis(str(path), mtime_ns)
+
+
+def judge(explanation: Explanation, model: OnnxViT, info: ModelInfo) -> Verdict:
+    """Declined, close call or a clear answer (serving/explain.py decides declining)."""
+    analysis = error_analysis_of(info)
+    threshold = analysis.decline_threshold if analysis is not None else float("nan")
+    declined = is_declined(explanation.prediction, model, threshold)
+    return verdict(explanation.probabilities, declined)
+
+
+def show_declined(probabilities: np.ndarray) -> None:
+    """The plain message for an input the model declines: no big digit."""
+    st.warning(
+        "**This does not look like a digit** to the model, so it gives no answer. "
+        "Try drawing a single digit, large and centred.",
+        icon=":material/help:",
+    )
+    best = int(np.argmax(probabilities))
+    st.caption(f"Its best guess would be {best}, at {probabilities[best]:.1%}.")
+
+
+def show_close_call(probabilities: np.ndarray, judged: Verdict) -> None:
+    a, b = judged.digit, judged.runner_up
+    st.info(
+        f"**Not sure: {a} or {b}.** The two are close: {a} at {probabilities[a]:.0%}, "
+        f"{b} at {probabilities[b]:.0%}.",
+        icon=":material/balance:",
+    )
+
+
+# -------------------------------------------------------------------------------- maps
+
+
+def show_maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict) -> None:
+    """Every map: most faithful first; in an expander when the input was declined."""
+    if judged.declined:
+        with st.expander("The maps anyway (for a drawing the model declined)"):
+            _maps(pixels, explanation, judged)
+    else:
+        _maps(pixels, explanation, judged)
+
+
+def _maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict) -> None:
+    digit, runner_up = judged.digit, judged.runner_up
+    prediction = explanation.prediction
+    st.subheader(f"Why {digit}?")
+    columns = st.columns(3 if judged.contrast_shown else 2)
+    with columns[0]:
+        st.image(
+            attention_overlay(pixels, prediction.rollout[0], MAP_SIZE),
+            caption=ROLLOUT_CAPTION,
+            width=MAP_SIZE,
+        )
+        st.caption(HOW_TO_READ["rollout"])
+    with columns[1]:
+        occlusion = explanation.occlusion(digit)
+        st.image(
+            signed_overlay(pixels, occlusion, MAP_SIZE),
+            caption=f"occlusion, p({digit}): largest drop {occlusion.max():.1%}",
+            width=MAP_SIZE,
+        )
+        st.caption(HOW_TO_READ["occlusion"].format(digit=digit))
+    if judged.contrast_shown:
+        with columns[2]:
+            contrast = explanation.contrast(digit, runner_up)
+            st.image(
+                signed_overlay(pixels, contrast, MAP_SIZE),
+                caption=f"why {digit} and not {runner_up}",
+                width=MAP_SIZE,
+            )
+            st.caption(HOW_TO_READ["contrast"].format(a=digit, b=runner_up))
+    with st.expander("Occlusion for every digit"):
+        st.caption(
+            "One map per digit: green patches, blanked, lower that digit's probability; "
+            "magenta ones raise it. Each map is scaled to its own largest change."
+        )
+        with st.container(horizontal=True, gap="small"):
+            for other in range(len(explanation.probabilities)):
+                st.image(
+                    signed_overlay(pixels, explanation.occlusion(other), DIGIT_MAP_SIZE),
+                    caption=f"p({other}) {explanation.probabilities[other]:.0%}",
+                    width=DIGIT_MAP_SIZE,
+                )
+    st.markdown(HOW_TO_READ["heads"])
+    for block, attention in enumerate(prediction.cls_attentions):
+        with st.container(horizontal=True, gap="small"):
+            for head, head_map in enumerate(attention[0]):
+                st.image(
+                    attention_overlay(pixels, head_map, HEAD_SIZE),
+                    caption=f"block {block}, head {head}",
+                    width=HEAD_SIZE,
+                )
+
+
+# ---------------------------------------------------------------------- error analysis
+
+
+def confusion_chart(confusion: np.ndarray) -> alt.Chart:
+    """Counts per (true, predicted) cell; the colour scale on the mistakes only."""
+    true, predicted = np.meshgrid(range(10), range(10), indexing="ij")
+    table = pd.DataFrame(
+        {
+            "true": true.ravel().astype(str),
+            "predicted": predicted.ravel().astype(str),
+            "count": confusion.ravel(),
+        }
+    )
+    table["mistakes"] = np.where(table["true"] == table["predicted"], 0, table["count"])
+    base = alt.Chart(table, height=340).encode(
+        x=alt.X("predicted:N", title="predicted", axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("true:N", title="true digit"),
+    )
+    cells = base.mark_rect(stroke="#ddd").encode(
+        color=alt.Color("mistakes:Q", scale=alt.Scale(scheme="oranges"), title="mistakes"),
+        tooltip=["true", "predicted", "count"],
+    )
+    counts = base.mark_text(fontSize=11).encode(
+        text=alt.Text("count:Q"),
+        color=alt.condition(
+            alt.datum.true == alt.datum.predicted, alt.value("#1a7f37"), alt.value("#333")
+        ),
+    )
+    return cells + counts
+
+
+def reliability_chart(rows: list[dict[str, float]]) -> alt.Chart:
+    """Accuracy against confidence per bin (bars), and the diagonal a calibrated model follows."""
+    table = pd.DataFrame(rows)
+    table["digits"] = table["count"].astype(int)
+    bars = (
+        alt.Chart(table, height=340)
+        .mark_bar(opacity=0.8, color="#3182bd")
+        .encode(
+            x=alt.X("low:Q", title="confidence (15 bins)", scale=alt.Scale(domain=[0, 1])),
+            x2="high:Q",
+            y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+            tooltip=[
+                alt.Tooltip("low:Q", format=".2f"),
+                alt.Tooltip("high:Q", format=".2f"),
+                "digits",
+                alt.Tooltip("confidence:Q", format=".3f"),
+                alt.Tooltip("accuracy:Q", format=".3f"),
+            ],
+        )
+    )
+    diagonal = (
+        alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]}))
+        .mark_line(color="#888", strokeDash=[4, 4])
+        .encode(x="x:Q", y="y:Q")
+    )
+    return bars + diagonal
+
+
+def error_analysis_tab(manifest: Manifest, chosen: str) -> None:
+    """Confusion matrix, reliability diagram and mistakes of one shipped model."""
+    analyses = {
+        name: analysis
+        for name, info in manifest.models.items()
+        if (analysis := error_analysis_of(info)) is not None
+    }
+    if not analyses:
+        st.info(
+            "No error analysis for these models yet. Make it with "
+            "`vit-digits-error-analysis --data-dir ../shared/data/mnist`."
+        )
+        return
+    names = list(analyses)
+    name = st.selectbox(
+        "Model", names, index=names.index(chosen) if chosen in names else 0, key="analysis_model"
+    )
+    analysis = analyses[name]
+    total = int(analysis.confusion.sum())
+    wrong = total - int(np.trace(analysis.confusion))
+    st.caption(
+        f"{name} on the MNIST test set: {total:,} digits, {analysis.accuracy:.2%} right, "
+        f"{wrong} wrong. Made when the model shipped (`vit-digits-error-analysis`)."
+    )
+    confusion_column, reliability_column = st.columns(2, gap="large")
+    with confusion_column:
+        st.markdown("**Confusion matrix**: rows the true digit, columns the prediction")
+        st.altair_chart(confusion_chart(analysis.confusion), width="stretch")
+    with reliability_column:
+        st.markdown(
+            f"**Reliability**: accuracy per confidence bin; a calibrated model's bars reach the "
+            f"diagonal. ECE {analysis.ece:.2%}."
+        )
+        st.altair_chart(reliability_chart(analysis.reliability), width="stretch")
+    show_mistakes(analysis)
+
+
+def show_mistakes(analysis: ErrorAnalysis) -> None:
+    st.markdown(
+        "**The test digits it gets wrong**, most confident first: true digit → prediction · "
+        "confidence, with the occlusion map of the prediction (green: the patches that made it "
+        "say so; magenta: those against)."
+    )
+    labels = ["all", *map(str, range(10))]
+    which = st.segmented_control("True digit", labels, default="all", key="analysis_digit")
+    keep = np.arange(len(analysis.wrong_index))
+    if which not in (None, "all"):
+        keep = keep[analysis.wrong_labels == int(which)]
+    if not len(keep):
+        st.caption("No mistakes for that digit.")
+        return
+    if len(keep) > GALLERY_SHOWN:
+        st.caption(f"The {GALLERY_SHOWN} most confident of {len(keep)}.")
+    with st.container(horizontal=True, gap="small"):
+        for slot in keep[:GALLERY_SHOWN]:
+            st.image(
+                signed_overlay(
+                    analysis.wrong_images[slot], analysis.wrong_occlusion[slot], GALLERY_SIZE
+                ),
+                caption=(
+                    f"{analysis.wrong_labels[slot]} → {analysis.wrong_predicted[slot]} · "
+                    f"{analysis.wrong_confidence[slot]:.0%}"
+                ),
+                width=GALLERY_SIZE,
+            )
