@@ -123,6 +123,7 @@ LAYERS = {  # each layer may import only from layers listed before it (and itsel
         "custom_modules.vision_transformer",
     ),
     "serving": ("custom_modules.serving",),
+    "synthetic": ("custom_modules.synthetic",),  # torch-free inputs made here, over serving
     "training": ("custom_modules.training",),
     "export": ("custom_modules.export",),
     "grid": ("custom_modules.grid",),
