@@ -21,7 +21,7 @@ import explain_view
 from custom_modules.contract import CONFIG_KEYS
 from custom_modules.grid.results_table import FIELDS
 from custom_modules.serving.errors import ModelFileError
-from custom_modules.serving.explain import Verdict, explain
+from custom_modules.serving.explain import Verdict
 from custom_modules.serving.manifest import Manifest, ModelInfo, read_manifest
 from custom_modules.serving.model import OnnxViT
 from custom_modules.serving.overlay import as_uint8, upscale_nearest
@@ -225,10 +225,7 @@ def show_prediction(probabilities: np.ndarray, milliseconds: float, judged: Verd
         if judged.close_call:
             explain_view.show_close_call(probabilities, judged)
         st.altair_chart(probability_chart(probabilities), width="stretch")
-    st.caption(
-        f"Preprocessing + inference took {milliseconds:.1f} ms "
-        "(the occlusion maps' variants in the same batch)."
-    )
+    st.caption(f"Preprocessing + inference took {milliseconds:.1f} ms.")
 
 
 def show_model_input(pixels: np.ndarray) -> None:
@@ -254,15 +251,16 @@ def predict_tab(model: OnnxViT, info: ModelInfo, source: str, stroke_width: int)
             input_column.warning("No digit found: the image is blank, too faint or too small.")
         seen_column.info("Draw a digit (or upload one) to see the prediction.", icon="✏️")
         return
-    explanation = explain(model, x)  # the prediction and every occlusion, one ORT call
+    prediction = model.predict_with_rollout(x)
     milliseconds = (time.perf_counter() - started) * 1000
-    judged = explain_view.judge(explanation, model, info)
+    judged = explain_view.judge(prediction, model, info)
     pixels = as_uint8(x)
     with seen_column:
         show_model_input(pixels)
     with result_column:
-        show_prediction(explanation.probabilities, milliseconds, judged)
-    explain_view.show_maps(pixels, explanation, judged)
+        show_prediction(prediction.probabilities[0], milliseconds, judged)
+    # the prediction is on the page (Streamlit sends it as it comes); then the occlusions
+    explain_view.show_maps(pixels, x, model, prediction, judged)
 
 
 # ----------------------------------------------------------------------------- grid search

@@ -5,15 +5,24 @@ The maps come in the order benchmarks/faithfulness.py measured them (docs/explan
 rollout first, then the occlusion maps, then the raw per-head attention.
 """
 
+import time
+
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 from custom_modules.serving.error_analysis import ErrorAnalysis, artifact_path, load_error_analysis
-from custom_modules.serving.explain import Explanation, Verdict, is_declined, verdict
+from custom_modules.serving.explain import (
+    Explanation,
+    Verdict,
+    explain,
+    inked_patches,
+    is_declined,
+    verdict,
+)
 from custom_modules.serving.manifest import Manifest, ModelInfo
-from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.model import OnnxViT, Prediction
 from custom_modules.serving.overlay import attention_overlay, signed_overlay
 
 MAP_SIZE = 168
@@ -52,12 +61,12 @@ def error_analysis_of(info: ModelInfo) -> ErrorAnalysis | None:
     return _load_analysis(str(path), mtime_ns)
 
 
-def judge(explanation: Explanation, model: OnnxViT, info: ModelInfo) -> Verdict:
+def judge(prediction: Prediction, model: OnnxViT, info: ModelInfo) -> Verdict:
     """Declined, close call or a clear answer (serving/explain.py decides declining)."""
     analysis = error_analysis_of(info)
     threshold = analysis.decline_threshold if analysis is not None else float("nan")
-    declined = is_declined(explanation.prediction, model, threshold)
-    return verdict(explanation.probabilities, declined)
+    declined = is_declined(prediction, model, threshold)
+    return verdict(prediction.probabilities[0], declined)
 
 
 def show_declined(probabilities: np.ndarray) -> None:
@@ -83,19 +92,32 @@ def show_close_call(probabilities: np.ndarray, judged: Verdict) -> None:
 # -------------------------------------------------------------------------------- maps
 
 
-def show_maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict) -> None:
-    """Every map: most faithful first; in an expander when the input was declined."""
+def show_maps(
+    pixels: np.ndarray, x: np.ndarray, model: OnnxViT, prediction: Prediction, judged: Verdict
+) -> None:
+    """Every map, most faithful first; in an expander when the input was declined.
+
+    The occlusions run here, after the prediction is on the page: the input's inked patches,
+    each blanked, in one batch."""
+    started = time.perf_counter()
+    explanation = explain(model, x, prediction)
+    milliseconds = (time.perf_counter() - started) * 1000
+    timing = (
+        f"Occlusion maps: {len(inked_patches(x))} inked patches blanked one at a time, run as "
+        f"one batch in {milliseconds:.1f} ms."
+    )
     if judged.declined:
         with st.expander("The maps anyway (for a drawing the model declined)"):
-            _maps(pixels, explanation, judged)
+            _maps(pixels, explanation, judged, timing)
     else:
-        _maps(pixels, explanation, judged)
+        _maps(pixels, explanation, judged, timing)
 
 
-def _maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict) -> None:
+def _maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict, timing: str) -> None:
     digit, runner_up = judged.digit, judged.runner_up
     prediction = explanation.prediction
     st.subheader(f"Why {digit}?")
+    st.caption(timing)
     columns = st.columns(3 if judged.contrast_shown else 2)
     with columns[0]:
         st.image(

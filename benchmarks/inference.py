@@ -2,9 +2,12 @@
 
 For each model (the shipped ones in models/manifest.json, or any --onnx/--checkpoint pair) it
 prints batch-1 p50/p90 latency at 1 thread and at all threads, batch-256 throughput, the ONNX
-Runtime / PyTorch speed-ups, and the app's full path (preprocess a drawing + predict):
+Runtime / PyTorch speed-ups, and the app's full path for a drawing, two ways taking turns: as
+before the explanations (preprocess + predict + attention overlays) and as now (preprocess +
+prediction and occlusion in one batch + every map the app draws), with their ratio:
 
     python benchmarks/inference.py
+    python benchmarks/inference.py --app-path-only     # only the app path, every shipped model
     python benchmarks/inference.py --onnx runs/grid/onnx/vit-e64-h4-l2-m2.onnx \
         --checkpoint runs/grid/checkpoints/vit-e64-h4-l2-m2.pt
 """
@@ -25,8 +28,15 @@ from custom_modules.export.latency import random_pixels, time_calls, time_interl
 from custom_modules.export.onnx_export import ExportedViT
 from custom_modules.export.variants import fuse_transformer_ops, max_difference, quantize_int8
 from custom_modules.serving.errors import ModelFileError
+from custom_modules.serving.explain import explain, inked_patches
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT, onnx_session
+from custom_modules.serving.overlay import (
+    as_uint8,
+    attention_overlay,
+    signed_overlay,
+    upscale_nearest,
+)
 from custom_modules.serving.preprocess import preprocess_image
 from custom_modules.training.checkpoints import load_checkpoint
 
@@ -48,6 +58,9 @@ def parse_args() -> argparse.Namespace:
         "--rounds", type=int, default=10, help="the runtimes take turns, calls/rounds at a time"
     )
     parser.add_argument("--throughput-batch", type=int, default=256)
+    parser.add_argument(
+        "--app-path-only", action="store_true", help="time only the app path, for every model"
+    )
     return parser.parse_args()
 
 
@@ -128,16 +141,74 @@ def sample_drawing() -> np.ndarray:
     return canvas
 
 
-def measure_app_path(path: Path, args) -> float:
+# the sizes app.py and explain_view.py draw at (px)
+INPUT_SIZE, MAP_SIZE, HEAD_SIZE, DIGIT_MAP_SIZE = 224, 168, 112, 84
+
+
+def app_path_before(model: OnnxViT, drawing: np.ndarray) -> None:
+    """The app before the explanations: preprocess, predict, the input and attention overlays."""
+    x = preprocess_image(drawing)
+    prediction = model.predict_with_rollout(x)
+    pixels = as_uint8(x)
+    upscale_nearest(pixels, INPUT_SIZE // 28)
+    attention_overlay(pixels, prediction.rollout[0], MAP_SIZE)
+    for attention in prediction.cls_attentions:
+        for head_map in attention[0]:
+            attention_overlay(pixels, head_map, HEAD_SIZE)
+
+
+def app_path_now(model: OnnxViT, drawing: np.ndarray) -> None:
+    """The app now: the prediction, then the occlusions in one batch, and every map it draws."""
+    x = preprocess_image(drawing)
+    prediction = model.predict_with_rollout(x)
+    explanation = explain(model, x, prediction)
+    pixels = as_uint8(x)
+    upscale_nearest(pixels, INPUT_SIZE // 28)
+    attention_overlay(pixels, prediction.rollout[0], MAP_SIZE)
+    first, second = explanation.ranked[:2]
+    signed_overlay(pixels, explanation.occlusion(first), MAP_SIZE)
+    signed_overlay(pixels, explanation.contrast(first, second), MAP_SIZE)
+    for digit in range(10):
+        signed_overlay(pixels, explanation.occlusion(digit), DIGIT_MAP_SIZE)
+    for attention in prediction.cls_attentions:
+        for head_map in attention[0]:
+            attention_overlay(pixels, head_map, HEAD_SIZE)
+
+
+def measure_app_path(path: Path, args) -> tuple[float, float, int]:
+    """p50 (µs) of the app path before and now, timed in turns; the drawing's inked patches."""
     model = OnnxViT(path)
     drawing = sample_drawing()
-    times = time_calls(lambda: model.predict(preprocess_image(drawing)), args.calls, args.warmup)
-    return stats(times)[0]
+    times = time_interleaved(
+        {
+            "before": lambda: app_path_before(model, drawing),
+            "now": lambda: app_path_now(model, drawing),
+        },
+        args.calls,
+        args.rounds,
+        args.warmup,
+    )
+    patches = len(inked_patches(preprocess_image(drawing)))
+    return stats(times["before"])[0], stats(times["now"])[0], patches
+
+
+def print_app_path(name: str, path: Path, args) -> None:
+    before, now, patches = measure_app_path(path, args)
+    print(
+        f"{name}: app path p50 {before / 1000:.2f} ms before the explanations (preprocess + "
+        f"predict + overlays), {now / 1000:.2f} ms now (+ {patches} occluded inputs in one "
+        f"batch + their maps): {now / before:.2f}x"
+    )
 
 
 def main() -> int:
     args = parse_args()
     all_threads = os.cpu_count() or 1
+    if args.app_path_only:
+        print(f"onnxruntime {ort.__version__}; {args.calls} calls each, in {args.rounds} turns")
+        for name, info in read_manifest(MODELS_DIR).models.items():
+            print_app_path(name, info.path, args)
+        return 0
     one, many = random_pixels(1), random_pixels(args.throughput_batch, seed=1)
     print(
         f"torch {torch.__version__}, onnxruntime {ort.__version__}, "
@@ -180,8 +251,7 @@ def main() -> int:
                         f"{runtime:<40} {threads:>7} {r['p50']:>8.0f} {r['p90']:>8.0f} "
                         f"{r['images_per_s']:>8.0f} {base['p50'] / r['p50']:>7.2f}x"
                     )
-        app_p50_ms = measure_app_path(onnx_path, args) / 1000
-        print(f"{name}: app path (preprocess_image + OnnxViT.predict), p50 {app_p50_ms:.2f} ms")
+        print_app_path(name, onnx_path, args)
     return 0
 
 

@@ -130,6 +130,11 @@ def test_explain_is_one_batch_with_the_same_numbers_as_one_call_per_variant(tiny
         explanation.prediction.cls_attentions, alone.cls_attentions, strict=True
     ):
         np.testing.assert_allclose(got, expected, atol=1e-6)
+    given = explain(model, x, alone)  # the prediction given: only the variants run
+    np.testing.assert_allclose(
+        given.occluded_probabilities, explanation.occluded_probabilities, atol=1e-6
+    )
+    assert given.prediction is alone
     inked = inked_patches(x)
     assert len(inked) == 49 - 14
     for patch in range(49):

@@ -2,11 +2,11 @@
 
 Occlusion (Zeiler & Fergus, 2014) on the ViT's own patches: each 4x4 patch of the 28x28 input is
 blanked (set to 0, the background) and the model is run again; a patch's score is how much the
-probability of a digit drops without it. All variants go through ONNX Runtime as one batch,
-together with the input itself, so one `OnnxViT` call gives the prediction, its attention maps
-and the occlusion maps:
+probability of a digit drops without it. All variants go through ONNX Runtime as one batch
+(with the input itself, unless its prediction is given):
 
     explanation = explain(model, x)           # x: (1, 1, 28, 28) pixels in [0, 1]
+    explanation = explain(model, x, model.predict_with_rollout(x))  # the same, in two calls
     explanation.occlusion()                   # (7, 7) drop in p(predicted digit) per patch
     explanation.contrast(4, 9)                # (7, 7) drop in p(4) - p(9): "why 4 and not 9"
 
@@ -109,17 +109,26 @@ def first_row(prediction: Prediction) -> Prediction:
     return dataclasses.replace(prediction, **fields)
 
 
-def explain(model: OnnxViT, x: np.ndarray) -> Explanation:
-    """Predict one (1, 1, 28, 28) input and occlude each of its inked patches, in one ORT call."""
+def explain(model: OnnxViT, x: np.ndarray, prediction: Prediction | None = None) -> Explanation:
+    """Occlude each inked patch of one (1, 1, 28, 28) input, all variants in one ORT call.
+
+    Without `prediction` the input itself goes in the same batch (one call in all); with the
+    input's own `prediction` (batch of one, e.g. already shown to the user) only the variants run.
+    """
     if not isinstance(x, np.ndarray) or x.shape != (1, 1, IMAGE_SIZE, IMAGE_SIZE):
         raise ValueError(f"expected one (1, 1, 28, 28) input, got {getattr(x, 'shape', x)}")
     patches = inked_patches(x)
-    batch = np.concatenate([np.asarray(x, dtype=np.float32), occluded(x, patches)])
-    batched = model.predict_with_rollout(batch)
-    own = first_row(batched)
-    occluded_probabilities = np.repeat(batched.probabilities[:1], N_PATCHES, axis=0)
-    occluded_probabilities[patches] = batched.probabilities[1:]
-    return Explanation(own, occluded_probabilities)
+    variants = occluded(x, patches)
+    if prediction is None:
+        batched = model.predict_with_rollout(np.concatenate([x.astype(np.float32), variants]))
+        prediction, variant_probabilities = first_row(batched), batched.probabilities[1:]
+    elif len(patches):
+        variant_probabilities = model.predict(variants)[0]
+    else:
+        variant_probabilities = np.empty((0, prediction.probabilities.shape[1]), np.float32)
+    occluded_probabilities = np.repeat(prediction.probabilities[:1], N_PATCHES, axis=0)
+    occluded_probabilities[patches] = variant_probabilities
+    return Explanation(prediction, occluded_probabilities)
 
 
 # ------------------------------------------------------------------------------ verdict
