@@ -18,8 +18,7 @@ from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
 import explain_view
-from custom_modules.contract import CONFIG_KEYS
-from custom_modules.grid.results_table import FIELDS
+import grid_tab
 from custom_modules.serving.errors import ModelFileError
 from custom_modules.serving.explain import Verdict
 from custom_modules.serving.manifest import Manifest, ModelInfo, read_manifest
@@ -54,11 +53,6 @@ def load_model(info: ModelInfo) -> OnnxViT:
         mtime_ns = 0  # OnnxViT reports the missing file
     # with its calibration and decline rule from the manifest, as OnnxViT.from_info
     return _load_model(str(info.path), mtime_ns, info.temperature, info.decline_below)
-
-
-@st.cache_data(max_entries=4, show_spinner=False)
-def _read_grid_results(path: str, mtime_ns: int) -> pd.DataFrame:
-    return pd.read_csv(path)
 
 
 # --------------------------------------------------------------------------------- sidebar
@@ -263,64 +257,6 @@ def predict_tab(model: OnnxViT, info: ModelInfo, source: str, stroke_width: int)
     explain_view.show_maps(pixels, x, model, prediction, judged)
 
 
-# ----------------------------------------------------------------------------- grid search
-
-
-def highlight_models(results: pd.DataFrame, manifest: Manifest) -> pd.Series:
-    """The served model's name for each grid row of its configuration, else 'other'.
-
-    The first model listed wins, so "Fast" keeps its row when a "Fast INT8" shares its config.
-    """
-    served = pd.Series("other", index=results.index)
-    keys = list(CONFIG_KEYS)
-    if not set(keys) <= set(results.columns):
-        return served
-    for info in manifest.models.values():
-        same = (results[keys] == pd.Series(info.config)[keys]).all(axis=1)
-        served[same & (served == "other")] = info.name
-    return served
-
-
-def accuracy_latency_chart(results: pd.DataFrame) -> alt.Chart:
-    names = [name for name in results["served"].unique() if name != "other"]
-    return (
-        alt.Chart(results, height=380)
-        .mark_circle(opacity=0.8, stroke="#333", strokeWidth=0.5)
-        .encode(
-            x=alt.X("onnx_p50_us:Q", title="ONNX Runtime latency, p50 (µs, batch 1)"),
-            y=alt.Y("test_accuracy:Q", title="test accuracy", scale=alt.Scale(zero=False)),
-            size=alt.Size("params:Q", title="parameters"),
-            color=alt.Color(
-                "served:N",
-                title="served as",
-                scale=alt.Scale(
-                    domain=[*names, "other"],
-                    range=["#e6550d", "#3182bd", "#31a354", "#756bb1"][: len(names)] + ["#bbb"],
-                ),
-            ),
-            tooltip=["run_id", "params", "test_accuracy", "onnx_p50_us", "torch_p50_us"],
-        )
-    )
-
-
-def grid_search_tab(manifest: Manifest) -> None:
-    path = manifest.grid_results
-    if path is None or not path.is_file():
-        st.info(f"No grid results yet: {path or 'the manifest names no grid_results file'}.")
-        return
-    try:
-        results = _read_grid_results(str(path), path.stat().st_mtime_ns)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        st.error(f"Cannot read {path}: {' '.join(str(err).split())}")
-        return
-    results = results[[field for field in FIELDS if field in results.columns]].copy()
-    results["served"] = highlight_models(results, manifest)
-    st.caption(f"{len(results)} configurations from {path.name}; the served models highlighted.")
-    if {"onnx_p50_us", "test_accuracy", "params"} <= set(results.columns):
-        st.altair_chart(accuracy_latency_chart(results), width="stretch")
-    st.dataframe(results, hide_index=True, width="stretch")
-
-
 # ------------------------------------------------------------------------------------ page
 
 
@@ -343,7 +279,7 @@ def main() -> None:
     with predict:
         predict_tab(model, info, source, stroke_width)
     with grid:
-        grid_search_tab(manifest)
+        grid_tab.grid_search_tab(manifest)
     with errors:
         explain_view.error_analysis_tab(manifest, info.name)
 

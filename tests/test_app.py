@@ -15,6 +15,8 @@ import pytest
 from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
+from custom_modules.grid.history import history_path, write_history
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 TIMEOUT_S = 30
@@ -198,13 +200,53 @@ def test_missing_model_file_shows_what_to_run(monkeypatch, tmp_path, tiny_models
     assert str(tmp_path / "vit-fast.onnx") in message and "--ship" in message
 
 
-def test_grid_search_tab_shows_the_table_and_the_chart(models_env):
+def grid_tables(app: AppTest) -> tuple:
+    """The Grid search tab's two tables: the shipped models, then the grid's runs."""
+    shipped, runs = (frame.value for frame in app.tabs[1].dataframe)
+    return shipped, runs
+
+
+def test_grid_search_tab_shows_the_shipped_models_apart_from_their_grid_runs(models_env):
     app = run_app()
     grid_tab = app.tabs[1]
-    table = grid_tab.dataframe[0].value
-    assert list(table["run_id"]) == ["vit-e16-h2-l2-m2", "vit-e24-h3-l3-m2", "vit-e8-h1-l1-m1"]
-    assert list(table["served"]) == ["Fast", "Large", "other"]
+    shipped, runs = grid_tables(app)
+    assert list(shipped["model"]) == ["Fast", "Large"]
+    assert list(shipped["test_accuracy"]) == pytest.approx([90.0, 91.0])  # in percent, as shown
+    assert list(shipped["params"]) == [5738, int(shipped["params"][1])]
+    # best validation accuracy first; the grid runs of the shipped configurations marked
+    assert list(runs["run_id"]) == ["vit-e24-h3-l3-m2", "vit-e16-h2-l2-m2", "vit-e8-h1-l1-m1"]
+    assert list(runs["served"]) == ["Large", "Fast", ""]
+    assert "onnx_file" not in runs.columns  # the table shows figures, not file names
+    why = " ".join(caption.value for caption in grid_tab.caption)
+    assert "trained again for far longer" in why and "at most 0 epochs" not in why
     assert grid_tab.get("vega_lite_chart")
+    notes = " ".join(info.value for info in grid_tab.info)
+    assert "No learning curves for these grid runs" in notes
+    assert "shipped models' own training curves are not available" in notes
+
+
+def test_grid_search_tab_draws_the_recorded_learning_curves(monkeypatch, tmp_path, tiny_models_dir):
+    for name in ("vit-fast.onnx", "vit-large.onnx", "grid_results.csv"):
+        (tmp_path / name).write_bytes((tiny_models_dir / name).read_bytes())
+    epochs = [{"epoch": e, "val_loss": 1 / e, "val_accuracy": 1 - 0.1 / e} for e in (1, 2, 3)]
+    for run_id in ("vit-e16-h2-l2-m2", "vit-e8-h1-l1-m1"):
+        write_history(history_path(tmp_path, run_id), run_id, epochs, best_epoch=3)
+    manifest = json.loads((tiny_models_dir / "manifest.json").read_text())
+    manifest["models"]["Fast"]["history"] = [  # as --robust records it: two validation sets
+        {"epoch": e, "val_clean_loss": 0.2 / e, "val_clean_accuracy": 0.9, "val_styled_loss": 0.5}
+        for e in (1, 2)
+    ]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
+    app = run_app()
+    grid_tab = app.tabs[1]
+    picker = grid_tab.multiselect(key="grid_curves")
+    assert picker.options == ["vit-e16-h2-l2-m2", "vit-e8-h1-l1-m1"]  # the runs with curves
+    assert picker.value == ["vit-e16-h2-l2-m2"]  # Fast's grid run, shown at first
+    assert len(grid_tab.get("vega_lite_chart")) == 3  # the scatter, the grid's, the shipped's
+    assert not grid_tab.info and not grid_tab.warning
+    picker.set_value([]).run()
+    assert len(app.tabs[1].get("vega_lite_chart")) == 2
 
 
 def test_extra_models_and_keys_in_the_manifest_are_served(monkeypatch, tmp_path, tiny_models_dir):
@@ -222,7 +264,8 @@ def test_extra_models_and_keys_in_the_manifest_are_served(monkeypatch, tmp_path,
     monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
     app = run_app()
     assert app.sidebar.radio(key="model").options == ["Fast", "Large", "Fast INT8"]
-    assert list(app.tabs[1].dataframe[0].value["served"]) == ["Fast", "Large", "other"]
+    assert list(grid_tables(app)[1]["served"]) == ["Large", "Fast", ""]
+    assert list(grid_tables(app)[0]["model"]) == ["Fast", "Large", "Fast INT8"]
     app.sidebar.radio(key="model").set_value("Fast INT8").run()
     assert not app.exception and not app.error
 

@@ -1,4 +1,5 @@
-"""One run of the grid: train, evaluate, export, benchmark; its results row, logged to W&B."""
+"""One run of the grid: train, evaluate, export, benchmark; its learning curves and results row,
+logged to W&B."""
 
 import netrc
 import os
@@ -12,6 +13,7 @@ import torch
 from custom_modules.export.latency import benchmark_latency
 from custom_modules.export.onnx_export import export_onnx
 from custom_modules.grid.grid_file import run_id
+from custom_modules.grid.history import history_path, write_history
 from custom_modules.grid.settings import GridSettings
 from custom_modules.grid.shipping import shipped_entry
 from custom_modules.training.checkpoints import load_checkpoint, save_checkpoint
@@ -32,7 +34,7 @@ def wandb_mode(requested: str) -> str:
             return "online"
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
         pass
-    print("W&B: no login found, logging offline (see README: `wandb sync`)", file=sys.stderr)
+    print("W&B: no login found, logging offline (see docs/grid.md: `wandb sync`)", file=sys.stderr)
     return "offline"
 
 
@@ -139,6 +141,9 @@ def run_config(
         checkpoint_path = save_checkpoint(model, settings.output_dir / "checkpoints" / f"{name}.pt")
         onnx_path = export_onnx(model, settings.output_dir / "onnx" / f"{name}.onnx")
         latency = benchmark_latency(model, onnx_path, settings.bench_threads, settings.bench_calls)
+        write_history(
+            history_path(settings.output_dir, name), name, result.history, result.best_epoch
+        )
     except BaseException:
         logger.finish({}, None, exit_code=1)
         raise
