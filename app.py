@@ -5,24 +5,26 @@
 Serving is torch-free: ONNX Runtime, numpy and Pillow only (custom_modules.serving).
 """
 
+import base64
+import functools
+import io
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import altair as alt
 import numpy as np
-import pandas as pd
 import streamlit as st
 from PIL import Image
-from streamlit_drawable_canvas import st_canvas
 
 import explain_view
 import grid_tab
+from components.stroke_canvas import DrawingError, stroke_canvas
 from custom_modules.serving.errors import ModelFileError
 from custom_modules.serving.explain import Verdict
 from custom_modules.serving.manifest import Manifest, ModelInfo, read_manifest
-from custom_modules.serving.model import OnnxViT
+from custom_modules.serving.model import OnnxViT, Prediction
 from custom_modules.serving.overlay import as_uint8, upscale_nearest
 from custom_modules.serving.preprocess import ink_box, preprocess_image
 from custom_modules.serving.upload import UploadError, read_upload
@@ -55,7 +57,7 @@ def load_model(info: ModelInfo) -> OnnxViT:
     return _load_model(str(info.path), mtime_ns, info.temperature, info.decline_below)
 
 
-# --------------------------------------------------------------------------------- sidebar
+# ---------------------------------------------------------------------------- the controls
 
 
 def model_caption(info: ModelInfo) -> str:
@@ -73,62 +75,56 @@ def architecture(config: dict[str, int]) -> str:
     )
 
 
-def sidebar(manifest: Manifest) -> tuple[ModelInfo, str, int]:
-    """The model, the input kind and the stroke width chosen in the sidebar."""
+def model_switch(manifest: Manifest) -> ModelInfo:
+    """The model, chosen above the tabs: on a phone the sidebar starts closed."""
+    infos = manifest.models
+    name = st.segmented_control(
+        "Model",
+        list(infos),
+        default=next(iter(infos)),
+        required=True,
+        key="model",
+        label_visibility="collapsed",
+    )
+    info = infos[name]
+    st.caption(model_caption(info))
+    return info
+
+
+def sidebar(info: ModelInfo) -> tuple[str, int]:
+    """The input kind and the stroke width chosen in the sidebar."""
     with st.sidebar:
         st.header("Settings")
-        infos = manifest.models
-        name = st.radio(
-            "Model", list(infos), captions=[model_caption(i) for i in infos.values()], key="model"
-        )
-        info = infos[name]
         source = st.radio("Input", [DRAW, UPLOAD], key="source")
         stroke_width = st.slider(
             "Stroke width", 10, 50, 28, key="stroke_width", disabled=source != DRAW
         )
-        st.caption(f"ViT: {architecture(info.config)}, 4×4 patches on a 7×7 grid.")
-    return info, source, stroke_width
+        st.caption(f"{info.name}: {architecture(info.config)}, 4×4 patches on a 7×7 grid.")
+    return source, stroke_width
 
 
 # ----------------------------------------------------------------------------------- input
 
 
-def clear_canvas() -> None:
-    st.session_state.canvas_generation = st.session_state.get("canvas_generation", 0) + 1
+def drawn_image(stroke_width: int) -> tuple[np.ndarray | None, str]:
+    """The drawing as RGBA (white ink on black), or None before any ink; and what arrived.
 
-
-def drawn_image(stroke_width: int) -> np.ndarray | None:
-    """The canvas as an RGBA array (white ink on black), or None before anything is drawn.
-
-    The canvas key changes only on "Clear": a key that changed with a setting would remount
-    the component and drop what was drawn.
+    The key stays when the pen width changes, so the drawing stays; Undo and Clear are the
+    surface's own (components/stroke_canvas).
     """
-    generation = st.session_state.setdefault("canvas_generation", 0)
-    result = st_canvas(
-        stroke_width=stroke_width,
-        stroke_color="#FFFFFF",
-        background_color="#000000",
-        update_streamlit=True,
-        height=CANVAS_SIZE,
-        width=CANVAS_SIZE,
-        drawing_mode="freedraw",
-        return_image_data=True,
-        key=f"canvas-{generation}",
-    )
-    st.button("Clear", on_click=clear_canvas, icon=":material/delete:")
-    strokes = len((result.json_data or {}).get("objects", []))
-    image = result.image_data
-    # the lit pixels of the canvas (RGBA, black background)
-    box = None if image is None else ink_box(image[..., :3].max(axis=-1) > 0)
+    try:
+        drawing = stroke_canvas(key="canvas", size=CANVAS_SIZE, stroke_width=stroke_width)
+    except DrawingError as err:
+        return None, f"The drawing did not arrive intact ({err}); please draw again."
+    box = None if drawing is None else ink_box(drawing.grey > 0)
     if box is None:
-        st.caption("Draw with the mouse, a finger or a pen.")
-        return None
+        return None, "Draw with the mouse, a finger or a pen."
+    strokes = len(drawing.strokes)
     left, top, right, bottom = box
-    st.caption(
+    return drawing.rgba, (
         f"{strokes} stroke{'s' * (strokes != 1)} received · "
         f"ink x {left}–{right}, y {top}–{bottom} of {CANVAS_SIZE}×{CANVAS_SIZE}"
     )
-    return image
 
 
 def flat_name(name: str) -> str:
@@ -189,72 +185,147 @@ def uploaded_image() -> np.ndarray | None:
 # ------------------------------------------------------------------------------ prediction
 
 
-def probability_chart(probabilities: np.ndarray) -> alt.Chart:
-    table = pd.DataFrame({"digit": [str(d) for d in range(10)], "probability": probabilities})
-    predicted = str(int(np.argmax(probabilities)))
-    return (
-        alt.Chart(table, height=220)
-        .mark_bar()
-        .encode(
-            x=alt.X("digit:N", sort=None, axis=alt.Axis(labelAngle=0), title=None),
-            y=alt.Y("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
-            color=alt.condition(
-                alt.datum.digit == predicted, alt.value("#2ca25f"), alt.value("#9aa3ad")
-            ),
-            tooltip=["digit", alt.Tooltip("probability:Q", format=".2%")],
+@dataclass(frozen=True, eq=False)
+class Reading:
+    """One input as one model reads it: the model input and the prediction."""
+
+    x: np.ndarray  # (1, 1, 28, 28)
+    prediction: Prediction
+    milliseconds: float  # preprocessing + inference
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        return self.prediction.probabilities[0]
+
+    @functools.cached_property
+    def pixels(self) -> np.ndarray:
+        return as_uint8(self.x)
+
+    @functools.cached_property
+    def model_input(self) -> str:
+        """The 28×28 input blown up, as a PNG data URL, encoded once."""
+        return png_data_url(
+            upscale_nearest(self.pixels, INPUT_DISPLAY_SIZE // self.pixels.shape[0])
         )
-    )
 
 
-def show_prediction(probabilities: np.ndarray, milliseconds: float, judged: Verdict) -> None:
-    """The digit (or, when declined, a plain "not a digit"), a close call named, the chart."""
+# cache_resource, not cache_data: a Reading is never changed, so reruns and tabs share one
+# without the copy through pickle (which a class defined in the app script cannot take)
+@st.cache_resource(max_entries=64, show_spinner=False)
+def read(_model: OnnxViT, model_key: str, image: np.ndarray) -> Reading | None:
+    """`image` as the model reads it, or None when it holds no digit; once per model and image."""
+    started = time.perf_counter()
+    x = preprocess_image(image)
+    if x is None:
+        return None
+    prediction = _model.predict_with_rollout(x)
+    return Reading(x, prediction, (time.perf_counter() - started) * 1000)
+
+
+def model_key(info: ModelInfo) -> str:
+    """What a reading depends on besides the image: the file and its calibration."""
+    return f"{info.path}|{info.temperature}|{info.decline_below}"
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    """A small PNG that travels inside the page update: no second request for it."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def probability_chart(probabilities: np.ndarray) -> dict:
+    """The ten probabilities as a Vega-Lite bar chart, written out: Altair's validation of the
+    same chart takes about 80 ms, on every stroke."""
+    predicted = str(int(np.argmax(probabilities)))
+    values = [{"digit": str(d), "probability": float(p)} for d, p in enumerate(probabilities)]
+    return {
+        "height": 220,
+        "data": {"values": values},
+        "mark": {"type": "bar"},
+        "encoding": {
+            "x": {"field": "digit", "type": "nominal", "sort": None, "title": None}
+            | {"axis": {"labelAngle": 0}},
+            "y": {"field": "probability", "type": "quantitative"}
+            | {"scale": {"domain": [0, 1]}, "axis": {"format": "%"}},
+            "color": {
+                "condition": {"test": f"datum.digit === '{predicted}'", "value": "#2ca25f"},
+                "value": "#9aa3ad",
+            },
+            "tooltip": [
+                {"field": "digit", "type": "nominal"},
+                {"field": "probability", "type": "quantitative", "format": ".2%"},
+            ],
+        },
+    }
+
+
+def show_answer(probabilities: np.ndarray, judged: Verdict) -> None:
+    """Right under the input, so a phone shows it without scrolling: the digit and its
+    probability (or a plain "not a digit"), and a close call named."""
     if judged.declined:
         explain_view.show_declined(probabilities)
+        return
+    digit = judged.digit
+    with st.container(horizontal=True, vertical_alignment="bottom", gap="medium"):
+        st.metric("Predicted digit", str(digit), width="content")
+        st.markdown(f"**{probabilities[digit]:.1%}** probability", width="content")
+    if judged.close_call:
+        explain_view.show_close_call(probabilities, judged)
+
+
+def show_probabilities(reading: Reading, judged: Verdict) -> None:
+    chart = probability_chart(reading.probabilities)
+    if judged.declined:
         with st.expander("Probabilities anyway"):
-            st.altair_chart(probability_chart(probabilities), width="stretch")
+            st.vega_lite_chart(spec=chart, width="stretch")
     else:
-        digit = judged.digit
-        st.metric("Predicted digit", str(digit))
-        st.markdown(f"**{probabilities[digit]:.1%}** probability")
-        if judged.close_call:
-            explain_view.show_close_call(probabilities, judged)
-        st.altair_chart(probability_chart(probabilities), width="stretch")
-    st.caption(f"Preprocessing + inference took {milliseconds:.1f} ms.")
+        st.subheader("Every digit's probability")
+        st.vega_lite_chart(spec=chart, width="stretch")
+    st.caption(f"Preprocessing + inference took {reading.milliseconds:.1f} ms.")
 
 
-def show_model_input(pixels: np.ndarray) -> None:
+def show_model_input(reading: Reading) -> None:
     st.subheader("What the ViT sees")
     st.image(
-        upscale_nearest(pixels, INPUT_DISPLAY_SIZE // pixels.shape[0]),
+        reading.model_input,  # a PNG: JPEG would smear the 8×8 blocks' edges
         caption="the 28×28 model input: cropped, scaled to 20 px, centred by mass",
         width=INPUT_DISPLAY_SIZE,
-        output_format="PNG",  # exact pixels: JPEG would smear the 8×8 blocks' edges
     )
 
 
+@st.fragment
 def predict_tab(model: OnnxViT, info: ModelInfo, source: str, stroke_width: int) -> None:
-    """The input, what the model sees, its prediction and its attention maps."""
-    input_column, seen_column, result_column = st.columns([1.15, 1, 1.25], gap="large")
+    """The input, the answer right under it, what the model sees, why it answered so.
+
+    A fragment: a stroke reruns this function, not the page. Each part goes to the browser as
+    soon as it is ready: the answer first, the occlusion maps (the slowest) last.
+    """
+    input_column, seen_column, result_column = st.columns([1.3, 1, 1.2], gap="large")
     with input_column:
-        st.subheader("Your digit")
-        image = drawn_image(stroke_width) if source == DRAW else uploaded_image()
-    started = time.perf_counter()
-    x = None if image is None else preprocess_image(image)
-    if x is None:
+        if source == DRAW:
+            image, note = drawn_image(stroke_width)
+        else:
+            image, note = uploaded_image(), None
+        answer = st.container(key="prediction")
+    reading = None if image is None else read(model, model_key(info), image)
+    if reading is None:
         if image is not None and source == UPLOAD:
-            input_column.warning("No digit found: the image is blank, too faint or too small.")
-        seen_column.info("Draw a digit (or upload one) to see the prediction.", icon="✏️")
+            answer.warning("No digit found: the image is blank, too faint or too small.")
+        answer.info("Draw a digit (or upload one) to see the prediction.", icon="✏️")
+    else:
+        judged = explain_view.judge(reading.prediction, model, info)
+        with answer:
+            show_answer(reading.probabilities, judged)
+    if note:
+        input_column.caption(note)
+    if reading is None:
         return
-    prediction = model.predict_with_rollout(x)
-    milliseconds = (time.perf_counter() - started) * 1000
-    judged = explain_view.judge(prediction, model, info)
-    pixels = as_uint8(x)
-    with seen_column:
-        show_model_input(pixels)
     with result_column:
-        show_prediction(prediction.probabilities[0], milliseconds, judged)
-    # the prediction is on the page (Streamlit sends it as it comes); then the occlusions
-    explain_view.show_maps(pixels, x, model, prediction, judged)
+        show_probabilities(reading, judged)
+    with seen_column:
+        show_model_input(reading)
+    explain_view.show_maps(reading.pixels, reading.x, model, reading.prediction, judged)
 
 
 # ------------------------------------------------------------------------------------ page
@@ -269,7 +340,8 @@ def main() -> None:
     except ModelFileError as err:
         st.error(f"No models to serve. {err}")
         st.stop()
-    info, source, stroke_width = sidebar(manifest)
+    info = model_switch(manifest)
+    source, stroke_width = sidebar(info)
     try:
         model = load_model(info)
     except ModelFileError as err:

@@ -65,11 +65,14 @@ def test_blank_canvas_shows_a_hint_and_no_prediction(models_env):
     assert [tab.label for tab in app.tabs] == ["Draw & predict", "Grid search", "Error analysis"]
 
 
-def test_sidebar_shows_each_models_numbers(models_env):
+def test_the_model_switch_above_the_tabs_shows_the_chosen_models_numbers(models_env):
     app = run_app()
-    model_switch = app.sidebar.radio(key="model")
-    assert model_switch.options == ["Fast", "Large"]
-    assert "5,738 params" in str(model_switch.proto.captions)
+    model_switch = app.segmented_control(key="model")
+    assert model_switch.options == ["Fast", "Large"] and model_switch.value == "Fast"
+    assert any(caption.value.startswith("5,738 params · ") for caption in app.main.caption)
+    model_switch.set_value("Large").run()
+    assert any(caption.value.startswith("16,546 params · ") for caption in app.main.caption)
+    assert "Large: 3 blocks × 3 heads" in " ".join(c.value for c in app.sidebar.caption)
     assert app.sidebar.slider(key="stroke_width").value == 28
 
 
@@ -89,7 +92,7 @@ def test_uploaded_digit_gets_a_prediction_and_attention_maps(models_env, dark_on
 
 def test_large_model_shows_every_block_and_head(models_env):
     app = run_app()
-    app.sidebar.radio(key="model").set_value("Large").run()
+    app.segmented_control(key="model").set_value("Large").run()
     captions = image_captions(upload(app, "seven.png", seven_png()))
     assert sum(caption.startswith("block ") for caption in captions) == 3 * 3
 
@@ -263,10 +266,10 @@ def test_extra_models_and_keys_in_the_manifest_are_served(monkeypatch, tmp_path,
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
     app = run_app()
-    assert app.sidebar.radio(key="model").options == ["Fast", "Large", "Fast INT8"]
+    assert app.segmented_control(key="model").options == ["Fast", "Large", "Fast INT8"]
     assert list(grid_tables(app)[1]["served"]) == ["Large", "Fast", ""]
     assert list(grid_tables(app)[0]["model"]) == ["Fast", "Large", "Fast INT8"]
-    app.sidebar.radio(key="model").set_value("Fast INT8").run()
+    app.segmented_control(key="model").set_value("Fast INT8").run()
     assert not app.exception and not app.error
 
 

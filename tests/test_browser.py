@@ -3,7 +3,10 @@
 Draws a two-stroke "4" with the mouse and checks that both strokes reach the model (the
 canvas once lost the first stroke of a fresh page), that a prediction and every attention map
 are shown; draws four digits in four tabs at once, each of which must show its own drawing's
-prediction; uploads files through the real uploader. Screenshots go to tests/artifacts/.
+prediction; uploads files through the real uploader; starts strokes in every corner of the
+drawing surface by mouse, pen and touch (a stroke there was once lost under an invisible
+toolbar); shows the prediction in view on a phone-sized screen. Screenshots go to
+tests/artifacts/.
 """
 
 import base64
@@ -50,8 +53,12 @@ UI_TIMEOUT_MS = 45_000
 FIRST_STROKE = [(90, 40), (60, 160), (190, 160)]
 SECOND_STROKE = [(160, 70), (160, 250)]
 HALF_STROKE = 14
-CANVAS = "canvas.upper-canvas"  # Fabric.js's event layer, on top of the drawing
-DRAWING = "canvas.dc-canvas.lower-canvas"  # Fabric.js's drawing, on the black background
+CANVAS_FRAME = "iframe[title*=stroke_canvas]"  # components/stroke_canvas, in its own frame
+SURFACE = "#surface"  # its <canvas>: the drawing, and where the pen lands
+CANVAS_SIZE = 280
+PREDICTION = ".st-key-prediction"  # the answer, right under the drawing
+PROBABILITY = re.compile(r"^([\d.]+)% probability$")
+PHONE = {"width": 390, "height": 844}
 CIRCLE = [
     (round(140 + 60 * math.sin(step * math.pi / 8)), round(140 - 95 * math.cos(step * math.pi / 8)))
     for step in range(17)
@@ -145,22 +152,47 @@ def page(browser, app_url):
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.set_default_timeout(UI_TIMEOUT_MS)
     page.goto(app_url)
-    page.locator(CANVAS).wait_for()
+    surface(page).wait_for()
     yield page
     page.close()
 
 
-def draw_stroke(page, points: list[tuple[int, int]]) -> None:
-    """Press, drag through `points` (canvas pixels) and release, like a hand would."""
-    canvas = page.locator(CANVAS)
+def surface(page):
+    """The drawing surface, inside the component's frame."""
+    return page.frame_locator(CANVAS_FRAME).locator(SURFACE)
+
+
+def canvas_button(page, name: str):
+    """Undo or Clear: the surface's own buttons, below it."""
+    return page.frame_locator(CANVAS_FRAME).get_by_role("button", name=name, exact=True)
+
+
+def path_on_page(page, points) -> list[tuple[float, float]]:
+    """`points` in canvas pixels as page coordinates (the surface may be shown smaller)."""
+    canvas = surface(page)
     canvas.scroll_into_view_if_needed()
     box = canvas.bounding_box()
-    x, y = box["x"], box["y"]
-    page.mouse.move(x + points[0][0], y + points[0][1])
+    scale = box["width"] / CANVAS_SIZE
+    path = [(box["x"] + px * scale, box["y"] + py * scale) for px, py in points[:1]]
+    for previous, point in zip(points, points[1:], strict=False):
+        steps = max(2, round(math.dist(previous, point) / MOUSE_STEP))
+        path += [
+            (
+                box["x"] + (previous[0] + (point[0] - previous[0]) * i / steps) * scale,
+                box["y"] + (previous[1] + (point[1] - previous[1]) * i / steps) * scale,
+            )
+            for i in range(1, steps + 1)
+        ]
+    return path
+
+
+def draw_stroke(page, points: list[tuple[float, float]]) -> None:
+    """Press, drag through `points` (canvas pixels) and release, like a hand would."""
+    (x, y), *rest = path_on_page(page, points)
+    page.mouse.move(x, y)
     page.mouse.down()
-    for previous, (px, py) in zip(points, points[1:], strict=False):
-        steps = max(2, round(math.dist(previous, (px, py)) / MOUSE_STEP))
-        page.mouse.move(x + px, y + py, steps=steps)
+    for x, y in rest:
+        page.mouse.move(x, y)
     page.mouse.up()
 
 
@@ -196,17 +228,30 @@ def assert_box_holds_both_strokes(box: dict[str, int]) -> None:
     assert box["bottom"] >= max(y for _, y in points) + HALF_STROKE - 3  # from the second stroke
 
 
+def predicted_digit(page):
+    return page.locator(PREDICTION).get_by_test_id("stMetricValue")
+
+
+def shown_prediction(page) -> tuple[str, str]:
+    """The digit and its probability (in %, as shown) under the drawing."""
+    predicted_digit(page).wait_for()
+    probability = page.locator(PREDICTION).get_by_text(PROBABILITY).inner_text().strip()
+    return predicted_digit(page).inner_text().strip(), PROBABILITY.search(probability).group(1)
+
+
 def assert_prediction_shown(page, uploaded_images: int = 0) -> None:
-    metric = page.get_by_test_id("stMetricValue")
-    metric.wait_for()
-    assert re.fullmatch(r"\d", metric.inner_text().strip())
+    assert re.fullmatch(r"\d", shown_prediction(page)[0])
     page.get_by_text("What the ViT sees").wait_for()
     page.get_by_text("attention rollout, all blocks").wait_for()
     for block in range(2):
         for head in range(2):
             assert page.get_by_text(f"block {block}, head {head}", exact=True).count() == 1
-    # the canvas' own images aside: the model input, 2 x 2 heads and the rollout
-    assert page.locator("[data-testid=stImage] img").count() == uploaded_images + 1 + 4 + 1
+    page.get_by_text(re.compile(r"^occlusion, p\(\d\): largest drop")).wait_for()
+    # the model input, the rollout, the occlusion map (and perhaps a contrast map), 2 x 2 heads;
+    # the ten per-digit maps wait in a closed expander. Each one shown has loaded.
+    shown = page.locator("[data-testid=stImage] img:visible")
+    assert shown.count() in (uploaded_images + 7, uploaded_images + 8)
+    assert shown.evaluate_all("images => images.every(i => i.complete && i.naturalWidth > 0)")
 
 
 def screenshot(page, name: str) -> Path:
@@ -239,10 +284,14 @@ def test_strokes_after_a_prediction_and_a_new_pen_width_add_to_the_drawing(page)
     assert_prediction_shown(page)
     screenshot(page, "browser.png")
 
-    page.get_by_role("button", name="Clear").click()
+    canvas_button(page, "Undo").click()
+    first_again = received(page, 1)
+    assert first_again == first  # the second stroke, and only it, is gone
+    canvas_button(page, "Clear").click()
     page.get_by_text("Draw a digit (or upload one)").wait_for()
-    expect(page.get_by_test_id("stMetricValue")).to_have_count(0)
+    expect(predicted_digit(page)).to_have_count(0)
     expect(page.get_by_text(re.compile("strokes? received"))).to_have_count(0)
+    expect(canvas_button(page, "Undo")).to_be_disabled()
 
 
 def upload_file(page, name: str, data: bytes) -> None:
@@ -280,17 +329,20 @@ def test_grid_search_tab(page):
     screenshot(page, "browser-grid.png")
 
 
-def canvas_pixels(page) -> np.ndarray:
-    """What this tab's canvas holds (RGBA), read from the browser itself."""
-    data_url = page.locator(DRAWING).evaluate("canvas => canvas.toDataURL('image/png')")
+def decode_data_url(data_url: str) -> np.ndarray:
+    assert data_url.startswith("data:image/png;base64,"), data_url[:40]
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
 
 
+def canvas_pixels(page) -> np.ndarray:
+    """What this tab's canvas holds (RGBA), read from the browser itself."""
+    return decode_data_url(surface(page).evaluate("canvas => canvas.toDataURL('image/png')"))
+
+
 def shown_model_input(page) -> np.ndarray:
-    """The "What the ViT sees" image as this tab shows it (a PNG: exact pixels)."""
+    """The "What the ViT sees" image as this tab shows it (a PNG data URL: exact pixels)."""
     image = page.get_by_test_id("stImage").filter(has_text="the 28×28 model input")
-    source = image.locator("img").get_attribute("src")
-    return np.asarray(Image.open(io.BytesIO(page.request.get(source).body())))
+    return decode_data_url(image.locator("img").get_attribute("src"))
 
 
 def assert_tab_shows_its_own_prediction(page, model: OnnxViT) -> np.ndarray:
@@ -299,8 +351,7 @@ def assert_tab_shows_its_own_prediction(page, model: OnnxViT) -> np.ndarray:
     np.testing.assert_array_equal(shown_model_input(page), upscale_nearest(as_uint8(x), 8))
     probabilities = model.predict(x)[0][0]
     digit = int(np.argmax(probabilities))
-    assert page.get_by_test_id("stMetricValue").inner_text().strip() == str(digit)
-    expect(page.get_by_text(f"{probabilities[digit]:.1%} probability", exact=True)).to_be_visible()
+    assert shown_prediction(page) == (str(digit), f"{probabilities[digit] * 100:.1f}")
     return x
 
 
@@ -310,7 +361,7 @@ def load_app_at_once(pages: list, app_url: str) -> None:
         page.set_default_timeout(UI_TIMEOUT_MS)
         page.goto(app_url, wait_until="commit")
     for page in pages:
-        page.locator(CANVAS).wait_for()
+        surface(page).wait_for()
 
 
 def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, tiny_model_path):
@@ -343,28 +394,27 @@ def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, t
 def test_the_shipped_models_read_digits_drawn_in_several_strokes(
     browser, shipped_app_url, model, record_property
 ):
-    """The real models, chosen in the sidebar, read a 0, 1, 4 and 7 drawn with the mouse."""
+    """The real models, chosen above the tabs, read a 0, 1, 4 and 7 drawn with the mouse."""
     manifest = json.loads((SHIPPED_MODELS_DIR / "manifest.json").read_text())
     emb_dim = manifest["models"][model]["config"]["emb_dim"]
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     page.set_default_timeout(UI_TIMEOUT_MS)
     try:
         page.goto(shipped_app_url)
-        page.locator(CANVAS).wait_for()
-        page.get_by_text(model, exact=True).click()
+        surface(page).wait_for()
+        page.get_by_role("radio", name=model, exact=True).click()
         page.get_by_text(re.compile(f"embedding {emb_dim}, 4×4 patches")).wait_for()
         page.locator(SCRIPT_DONE).wait_for(state="attached")
         milliseconds = []
         for i, (digit, strokes) in enumerate(DIGITS.items()):
             if i:
-                page.get_by_role("button", name="Clear").click()
-                expect(page.get_by_test_id("stMetricValue")).to_have_count(0)
+                canvas_button(page, "Clear").click()
+                expect(predicted_digit(page)).to_have_count(0)
                 page.locator(SCRIPT_DONE).wait_for(state="attached")
-                page.locator(CANVAS).wait_for()
             for stroke in strokes:
                 draw_stroke(page, stroke)
             received(page, len(strokes))
-            expect(page.get_by_test_id("stMetricValue")).to_have_text(digit)
+            expect(predicted_digit(page)).to_have_text(digit)
             expect(page.get_by_test_id("stException")).to_have_count(0)
             took = page.get_by_text(PREDICTION_TIME).inner_text()
             milliseconds.append(float(PREDICTION_TIME.search(took).group(1)))
@@ -373,3 +423,125 @@ def test_the_shipped_models_read_digits_drawn_in_several_strokes(
         record_property("measured", f"{model}: prediction time shown per digit (ms): {shown}")
     finally:
         page.close()
+
+
+# ----------------------------------------------- the surface's edges, touch and pen; phones
+
+# Each stroke starts on the surface's outermost pixels, in a corner or in the strip where the
+# old canvas' invisible toolbar took the pointer (x 134-280, y 0-30), and heads inwards.
+EDGE, LAST = 0.5, CANVAS_SIZE - 0.5  # the middle of the first and the last pixel
+EDGE_STROKES = {
+    "top-left corner": [(EDGE, EDGE), (70, 70)],
+    "top-right corner": [(LAST, EDGE), (210, 70)],
+    "bottom-left corner": [(EDGE, LAST), (70, 210)],
+    "bottom-right corner": [(LAST, LAST), (210, 210)],
+    "top-right strip": [(150, 4), (250, 26)],
+}
+WATCH_POINTERS = """() => {
+    window.pointerKinds = [];  // of the pointers pressed on the drawing (not on its buttons)
+    document.getElementById("zone").addEventListener(
+        "pointerdown", (event) => pointerKinds.push(event.pointerType), true
+    );
+}"""
+
+
+def press_drag_release(page, kind: str, points: list[tuple[float, float]]) -> None:
+    """One stroke by mouse, pen or finger, as Chromium's own input events.
+
+    The mouse comes from outside the surface and presses the moment it arrives: the old
+    canvas lost such strokes. Pen and touch go through the DevTools protocol, which gives the
+    page real pointer events of that pointerType.
+    """
+    start, *rest = path_on_page(page, points)
+    if kind == "mouse":
+        away = math.atan2(points[0][1] - points[1][1], points[0][0] - points[1][0])
+        page.mouse.move(start[0] + 30 * math.cos(away), start[1] + 30 * math.sin(away))
+        page.mouse.move(*start)
+        page.mouse.down()
+        for point in rest:
+            page.mouse.move(*point)
+        page.mouse.up()
+        return
+    cdp = page.context.new_cdp_session(page)
+    try:
+        if kind == "pen":
+            events = [("mouseMoved", start, 0), ("mousePressed", start, 1)]
+            events += [("mouseMoved", point, 1) for point in rest]
+            for event, (x, y), buttons in [*events, ("mouseReleased", rest[-1], 0)]:
+                cdp.send(
+                    "Input.dispatchMouseEvent",
+                    {"type": event, "x": x, "y": y, "button": "left", "buttons": buttons}
+                    | {"clickCount": 1, "pointerType": "pen"},
+                )
+        else:
+            for event, (x, y) in [("touchStart", start), *[("touchMove", p) for p in rest]]:
+                touch = {"x": x, "y": y, "radiusX": 10, "radiusY": 10, "force": 1}
+                cdp.send("Input.dispatchTouchEvent", {"type": event, "touchPoints": [touch]})
+            cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+    finally:
+        cdp.detach()
+
+
+def canvas_frame(page):
+    return page.locator(CANVAS_FRAME).element_handle().content_frame()
+
+
+def clamped(box: dict[str, int]) -> dict[str, int]:
+    return {side: min(max(value, 0), CANVAS_SIZE - 1) for side, value in box.items()}
+
+
+@pytest.mark.parametrize("kind", ["mouse", "pen", "touch"])
+def test_a_stroke_starting_at_any_edge_of_the_surface_reaches_the_model(browser, app_url, kind):
+    context = browser.new_context(viewport={"width": 1400, "height": 1200}, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page.goto(app_url)
+        surface(page).wait_for()
+        canvas_frame(page).evaluate(WATCH_POINTERS)
+        for name, points in EDGE_STROKES.items():
+            press_drag_release(page, kind, points)
+            box = received(page, 1)  # counted by the app from the strokes it was sent
+            for side, expected in clamped(expected_box([points])).items():
+                assert abs(box[side] - expected) <= BOX_TOLERANCE, (kind, name, side, box)
+            shown_prediction(page)
+            assert canvas_frame(page).evaluate("() => pointerKinds.splice(0)") == [kind], name
+            if name == "top-right strip":
+                screenshot(page, f"browser-edge-{kind}.png")
+            canvas_button(page, "Clear").click()
+            expect(page.get_by_text(re.compile("strokes? received"))).to_have_count(0)
+        expect(page.get_by_test_id("stException")).to_have_count(0)
+    finally:
+        context.close()
+
+
+def test_on_a_phone_the_model_switch_and_the_prediction_are_in_view(browser, app_url):
+    """390 x 844: no sidebar to open, no scrolling between drawing and reading the answer."""
+    context = browser.new_context(
+        viewport=PHONE, has_touch=True, is_mobile=True, device_scale_factor=2
+    )
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    try:
+        page.goto(app_url)
+        surface(page).wait_for()
+        expect(page.get_by_role("slider")).not_to_be_in_viewport()  # the sidebar stays closed
+        switch = page.get_by_role("radio", name="Large", exact=True)
+        expect(switch).to_be_in_viewport()
+        switch.click()
+        page.get_by_text(re.compile(r"^16,546 params · ")).wait_for()  # the tiny Large
+        box = surface(page).bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+        for stroke in (FIRST_STROKE, SECOND_STROKE):
+            press_drag_release(page, "touch", stroke)
+        received(page, 2)
+        shown_prediction(page)
+        assert page.evaluate("() => window.scrollY") == 0
+        expect(predicted_digit(page)).to_be_in_viewport(ratio=1)
+        expect(page.locator(PREDICTION).get_by_text(PROBABILITY)).to_be_in_viewport(ratio=1)
+        expect(canvas_button(page, "Clear")).to_be_in_viewport(ratio=1)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-phone.png"))  # what the phone shows
+        print(f"screenshot: {ARTIFACTS / 'browser-phone.png'}")
+    finally:
+        context.close()
