@@ -276,8 +276,15 @@ def main(argv: list[str] | None = None, run_one=None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from custom_modules.grid.commands import run_command  # torch: only after parsing
-
+    try:
+        from custom_modules.grid.commands import run_command  # torch: only after parsing
+    except ModuleNotFoundError as err:  # the app's install has no PyTorch
+        print(
+            f"error: {err.name} is not installed: training needs the full install, the README's "
+            "test command (the app's requirements.txt is not enough)",
+            file=sys.stderr,
+        )
+        return 2
     return run_command(mode, settings, run_one)
 
 

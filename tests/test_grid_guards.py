@@ -1,5 +1,7 @@
 """The grid refuses what it cannot do before training, and a full disk loses no finished row."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -7,7 +9,10 @@ import pytest
 import grid_search_mnist
 from custom_modules.grid.grid_file import run_id
 from custom_modules.grid.results_table import read_results
+from custom_modules.grid.settings import GridSettings
 from tests.test_pipeline import synthetic_mnist, write_grid, write_mnist_folder
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GRID = {"emb_dim": [16], "num_heads": [2], "n_layers": [1, 2, 3], "mlp_ratio": [2]}
 
@@ -140,3 +145,39 @@ def test_every_option_has_help_and_one_default() -> None:
 def test_keep_latencies_goes_with_reexport_shipped(capsys) -> None:
     assert grid_search_mnist.main(["--keep-latencies"]) == 2
     assert "--keep-latencies goes with --reexport-shipped" in capsys.readouterr().err
+
+
+def test_the_default_data_folder_is_the_loaders() -> None:
+    from custom_modules.grid.settings import DEFAULT_DATA_DIR
+    from custom_modules.training import mnist_data
+
+    assert DEFAULT_DATA_DIR == mnist_data.DEFAULT_DATA_DIR == GridSettings().data_dir
+
+
+def test_help_imports_neither_torch_nor_numpy() -> None:
+    """`--help` answers at once: nothing heavy is imported before the arguments are parsed."""
+    code = (
+        "import runpy, sys; sys.argv = ['grid_search_mnist.py', '--help']\n"
+        "try:\n    runpy.run_path('grid_search_mnist.py', run_name='__main__')\n"
+        "except SystemExit as exit:\n    assert exit.code == 0, exit.code\n"
+        "heavy = sorted({'torch', 'numpy', 'onnxruntime'} & set(sys.modules))\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60, capture_output=True
+    )
+
+
+def test_without_torch_the_grid_says_what_to_install() -> None:
+    """In the app's environment (no PyTorch) a run is refused in one line, not a traceback."""
+    code = (
+        "import sys; sys.modules['torch'] = None  # as if not installed\n"
+        "import grid_search_mnist\n"
+        "sys.exit(grid_search_mnist.main(['--select']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, timeout=60, capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: torch is not installed: training needs the full install")
