@@ -116,9 +116,9 @@ def show_maps(
 def _maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict, timing: str) -> None:
     digit, runner_up = judged.digit, judged.runner_up
     prediction = explanation.prediction
-    st.subheader(f"Why {digit}?")
+    st.subheader(f"Why its best guess is {digit}" if judged.declined else f"Why {digit}?")
     st.caption(timing)
-    columns = st.columns(3 if judged.contrast_shown else 2)
+    columns = st.columns(3)
     with columns[0]:
         st.image(
             attention_overlay(pixels, prediction.rollout[0], MAP_SIZE),
@@ -134,8 +134,8 @@ def _maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict, timing:
             width=MAP_SIZE,
         )
         st.caption(HOW_TO_READ["occlusion"].format(digit=digit))
-    if judged.contrast_shown:
-        with columns[2]:
+    with columns[2]:
+        if judged.contrast_shown:
             contrast = explanation.contrast(digit, runner_up)
             st.image(
                 signed_overlay(pixels, contrast, MAP_SIZE),
@@ -143,6 +143,11 @@ def _maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict, timing:
                 width=MAP_SIZE,
             )
             st.caption(HOW_TO_READ["contrast"].format(a=digit, b=runner_up))
+        else:
+            st.caption(
+                f'No "why {digit} and not …" map: the runner-up, {runner_up}, has only '
+                f"{explanation.probabilities[runner_up]:.1%}."
+            )
     with st.expander("Occlusion for every digit"):
         st.caption(
             "One map per digit: green patches, blanked, lower that digit's probability; "
