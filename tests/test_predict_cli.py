@@ -142,9 +142,9 @@ def test_declined_and_calibrated_as_the_manifest_says(tiny_models_dir, images, t
     manifest["models"]["Fast"] |= {"temperature": 100.0, "decline_below": 0.5}
     manifest["models"] = {"Fast": manifest["models"]["Fast"]}
     (models_dir / "manifest.json").write_text(json.dumps(manifest))
-    model = cli.open_model(models_dir, "Fast")
-    assert (model.temperature, model.decline_below) == (100.0, 0.5)
-    answer = cli.read_digit(images["seven.png"], model)
+    reader = cli.open_model(models_dir, "Fast")
+    assert (reader.model.temperature, reader.model.decline_below) == (100.0, 0.5)
+    answer = cli.read_digit(images["seven.png"], reader)
     assert answer.probability < 0.2 and answer.declined  # so flat that no digit is sure enough
     assert answer.as_text() == (
         f"{images['seven.png']}: declined (best guess {answer.digit} at "
@@ -160,3 +160,17 @@ def test_every_option_has_help_and_a_default_stated() -> None:
         assert action.help, action.option_strings
         if action.option_strings and action.nargs != 0 and "--help" not in action.option_strings:
             assert "default" in action.help, action.option_strings
+
+
+def test_until_the_manifest_has_a_rule_the_apps_provisional_threshold_declines(
+    tiny_model_path, images
+) -> None:
+    """Like the app (serving/explain.py's is_declined): no `decline_below` in the manifest, so
+    the threshold of the model's error-analysis file decides; NaN (no file) declines nothing."""
+    from custom_modules.serving.model import OnnxViT
+
+    model = OnnxViT(tiny_model_path)
+    assert not cli.read_digit(images["seven.png"], cli.Reader(model)).declined
+    strict = cli.read_digit(images["seven.png"], cli.Reader(model, provisional_threshold=1.0))
+    assert strict.declined and strict.decline_below == 1.0
+    assert strict.as_text().endswith("below the model's 100%)")

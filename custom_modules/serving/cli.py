@@ -5,10 +5,11 @@
 
 Each file goes the app's way: `read_upload` (PNG, JPEG or GIF; a GIF's first frame), then
 `preprocess_image` (cropped, scaled and centred as MNIST was made), then the ONNX model named in
-the models folder's manifest.json, with its calibration: the probability is the calibrated one,
-and the answer is *declined* when it is below the model's `decline_below` (OnnxViT.classify). A
-file that cannot be read gets a one-line error on stderr and the others are still read; the exit
-code is then 1 (2 for a command line that cannot be run).
+the models folder's manifest.json, with its calibration (the probability is the calibrated one).
+The answer is *declined* exactly when the app declines it (serving/explain.py's `is_declined`):
+by the model's rule in the manifest, or, until the model carries one, by the provisional
+threshold of its error-analysis file. A file that cannot be read gets a one-line error on stderr
+and the others are still read; the exit code is then 1 (2 for a command line that cannot be run).
 """
 
 import argparse
@@ -40,7 +41,7 @@ class Answer:
     declined: bool | None = None
     error: str | None = None
     notes: tuple[str, ...] = ()
-    decline_below: float = 0.0  # the model's rule, for the text
+    decline_below: float = 0.0  # the threshold that declined it, for the text
 
     def as_json(self) -> dict:
         if self.error is not None:
@@ -92,9 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def read_digit(path: Path, model) -> Answer:
+@dataclass(frozen=True)
+class Reader:
+    """A model and the provisional threshold the app falls back on (NaN: none)."""
+
+    model: object  # OnnxViT
+    provisional_threshold: float = float("nan")
+
+    @property
+    def threshold(self) -> float:
+        """The top probability below which an answer is declined."""
+        rule = self.model.decline_below
+        return rule if rule > 0 else self.provisional_threshold
+
+
+def read_digit(path: Path, reader: Reader) -> Answer:
     """The model's answer for one image file, or its one-line error."""
     from custom_modules.messages import one_line
+    from custom_modules.serving.explain import is_declined
     from custom_modules.serving.preprocess import preprocess_image
     from custom_modules.serving.upload import UploadError, read_upload
 
@@ -107,22 +123,23 @@ def read_digit(path: Path, model) -> Answer:
     x = preprocess_image(upload.pixels)
     if x is None:
         return Answer(name, error="no digit found: the image is blank, too faint or too small")
-    classification = model.classify(x)
-    probabilities = classification.probabilities[0]
+    prediction = reader.model.predict_with_rollout(x)
+    probabilities = prediction.probabilities[0]
     digit = int(probabilities.argmax())
     return Answer(
         name,
         digit,
         float(probabilities[digit]),
-        bool(classification.declined[0]),
+        is_declined(prediction, reader.model, reader.provisional_threshold),
         notes=upload.warnings,
-        decline_below=model.decline_below,
+        decline_below=reader.threshold,
     )
 
 
-def open_model(models_dir: Path, name: str):
-    """The named model of the manifest, opened with its calibration and decline rule;
-    ModelFileError, or KeyError for a name the manifest does not have."""
+def open_model(models_dir: Path, name: str) -> Reader:
+    """The named model of the manifest, opened with its calibration and decline rule, and the
+    app's provisional threshold; ModelFileError, or KeyError for a name the manifest lacks."""
+    from custom_modules.serving.error_analysis import artifact_path, load_error_analysis
     from custom_modules.serving.manifest import read_manifest
     from custom_modules.serving.model import OnnxViT
 
@@ -131,7 +148,10 @@ def open_model(models_dir: Path, name: str):
         raise KeyError(
             f"no model {name!r} in {manifest.path}; it has: {', '.join(manifest.models)}"
         )
-    return OnnxViT.from_info(manifest.models[name])
+    info = manifest.models[name]
+    analysis = load_error_analysis(artifact_path(info.path.parent, info.name))
+    threshold = analysis.decline_threshold if analysis is not None else float("nan")
+    return Reader(OnnxViT.from_info(info), threshold)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,12 +160,12 @@ def main(argv: list[str] | None = None) -> int:
 
     models_dir = args.models_dir or default_models_dir()
     try:
-        model = open_model(models_dir, args.model)
+        reader = open_model(models_dir, args.model)
     except (ModelFileError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) else str(err)
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 1
-    answers = [read_digit(path, model) for path in args.files]
+    answers = [read_digit(path, reader) for path in args.files]
     for answer in answers:
         if answer.error is not None:
             print(f"{PROG}: error: {answer.file}: {answer.error}", file=sys.stderr)
