@@ -139,7 +139,9 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         seed=settings.seed,
     )
     try:
-        data = split_mnist(load_mnist(settings.data_dir), settings.val_size, settings.seed)
+        data = split_mnist(
+            load_mnist(settings.data_dir), settings.val_size, settings.seed, settings.train_subset
+        )
         robust_ship(
             names,
             settings.models_dir,

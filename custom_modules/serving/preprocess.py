@@ -1,7 +1,7 @@
 """A drawing or photo of a digit made into the model's input, the way MNIST's digits were made."""
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from custom_modules.contract import IMAGE_SIZE
 
@@ -11,6 +11,8 @@ INK_LEVEL = 0.2  # a pixel at least this far above the background is ink
 NOISE_FLOOR = 0.08  # fainter than this after the contrast stretch: paper texture, JPEG noise
 MIN_INK_FRACTION = 5e-4  # a digit covers more than a few stray pixels
 MIN_INK_PIXELS = 3
+SHADING_PIXELS = 64  # the page's shading is estimated at this size: it varies slowly
+SHADING_WINDOW = 0.2  # wider than a pen stroke, as a share of the page's longer side
 
 
 def _as_float_image(image: np.ndarray) -> np.ndarray:
@@ -51,12 +53,26 @@ def _to_grey(image: np.ndarray) -> np.ndarray:
     return composited
 
 
+def _page_shading(grey: np.ndarray) -> np.ndarray:
+    """The light falling on a photographed page, under (inverted) ink: a grey opening wider than
+    any pen stroke, taken on a copy of at most SHADING_PIXELS a side and scaled back up."""
+    height, width = grey.shape
+    scale = min(1.0, SHADING_PIXELS / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = Image.fromarray(grey.astype(np.float32)).resize(size, Image.Resampling.BILINEAR)
+    window = max(3, round(max(size) * SHADING_WINDOW) | 1)  # odd, as rank filters need
+    opened = small.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
+    return np.asarray(opened.resize((width, height), Image.Resampling.BILINEAR))
+
+
 def _ink_map(grey: np.ndarray) -> np.ndarray | None:
     """Light ink on a zero background, stretched to [0, 1]; None when there is no contrast."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     background = float(np.median(border))
-    if background > 0.5:  # dark ink on light paper
-        grey, background = 1.0 - grey, 1.0 - background
+    if background > 0.5:  # dark ink on light paper: a photo, whose light may fall unevenly
+        grey = 1.0 - grey
+        grey = np.clip(grey - _page_shading(grey), 0.0, 1.0)
+        background = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
     contrast = float(grey.max()) - background
     if contrast < MIN_CONTRAST:
         return None
