@@ -69,7 +69,11 @@ def decline_threshold(probabilities: np.ndarray, labels: np.ndarray, rate: float
 
 @dataclass(frozen=True)
 class Calibration:
-    """What the manifest records for a model: its temperature, its rule and their evidence."""
+    """What the manifest records for a model: its temperature, its rule and their evidence.
+
+    The errors are on the MNIST validation digits (what the temperature was fitted on); the
+    declined shares on all four kinds of validation digit, and on held-out non-digits.
+    """
 
     temperature: float
     decline_below: float
@@ -94,16 +98,17 @@ def calibrate(
     logits = logits_of(model, digits.pixels)
     mnist = digits.kinds == "mnist"
     temperature = fit_temperature(logits[mnist], digits.labels[mnist])
-    before, after = softmax(logits), softmax(logits / temperature)
+    after = softmax(logits / temperature)
     threshold = decline_threshold(after, digits.labels, rate)
     non_digit = softmax(logits_of(model, non_digits) / temperature)
+    before, labels = softmax(logits[mnist]), digits.labels[mnist]
     return Calibration(
         temperature=temperature,
         decline_below=threshold,
-        val_ece_before=expected_calibration_error(before, digits.labels),
-        val_ece_after=expected_calibration_error(after, digits.labels),
-        val_nll_before=negative_log_likelihood(before, digits.labels),
-        val_nll_after=negative_log_likelihood(after, digits.labels),
+        val_ece_before=expected_calibration_error(before, labels),
+        val_ece_after=expected_calibration_error(after[mnist], labels),
+        val_nll_before=negative_log_likelihood(before, labels),
+        val_nll_after=negative_log_likelihood(after[mnist], labels),
         val_digits_declined=float((after.max(1) < threshold).mean()),
         val_non_digits_declined=float((non_digit.max(1) < threshold).mean()),
     )

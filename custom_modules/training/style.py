@@ -114,6 +114,10 @@ def reframe_like_serving(images: torch.Tensor) -> torch.Tensor:
     mass = images[:, 0].sum(dim=(1, 2)).clamp_min(1e-6)
     centre_y = (images[:, 0].sum(2) * index_h).sum(1) / mass
     centre_x = (images[:, 0].sum(1) * index_w).sum(1) / mass
+    # as served, the centre moves so that the whole box stays in the 28 px frame
+    reach = IMAGE_SIZE / 2 / scale  # input px from the centre to the frame's edge
+    centre_y = torch.minimum(torch.maximum(centre_y, bottom + 1 - reach), top + reach)
+    centre_x = torch.minimum(torch.maximum(centre_x, right + 1 - reach), left + reach)
     # output index i reads input index centre + (i - 14) / scale (derivation in the docstring's
     # terms: the resized box is pasted so that its centre of mass lands on index 14)
     inv = 1 / scale

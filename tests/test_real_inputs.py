@@ -1,0 +1,212 @@
+"""Real inputs: the made-up sets, calibration, the decline rule, and the style augmentation."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from custom_modules.export.calibrate import decline_threshold, fit_temperature
+from custom_modules.serving.calibration import (
+    expected_calibration_error,
+    negative_log_likelihood,
+    reliability_bins,
+)
+from custom_modules.serving.errors import ModelFileError
+from custom_modules.serving.manifest import read_manifest
+from custom_modules.serving.model import OnnxViT, softmax
+from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.synthetic.handwriting import (
+    CANVAS_SIZE,
+    draw_as_strokes,
+    font_digit,
+    other_hand,
+    photo_of_paper,
+    skeleton,
+)
+from custom_modules.synthetic.non_digits import GLYPHS, make_non_digits
+from custom_modules.training.style import StyleAugment, augment_batch, reframe_like_serving
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def a_seven() -> np.ndarray:
+    """A 28x28 uint8 '7' drawn with lines, as MNIST would hold it."""
+    image = Image.new("L", (28, 28))
+    ImageDraw.Draw(image).line([(7, 6), (20, 6), (11, 23)], fill=255, width=3)
+    return np.asarray(image)
+
+
+# ------------------------------------------------------------------------------- calibration
+
+
+def test_ece_is_zero_when_confidence_matches_accuracy_and_counts_the_gap_otherwise() -> None:
+    # 10 inputs at confidence 0.8, 8 of them right: calibrated
+    probabilities = np.full((10, 2), 0.2)
+    probabilities[:, 0] = 0.8
+    labels = np.array([0] * 8 + [1] * 2)
+    assert expected_calibration_error(probabilities, labels) == pytest.approx(0.0)
+    # all right at 0.8: 0.2 too unsure
+    assert expected_calibration_error(probabilities, np.zeros(10, int)) == pytest.approx(0.2)
+    bins = reliability_bins(probabilities, labels)
+    assert len(bins) == 1 and bins[0]["count"] == 10 and bins[0]["accuracy"] == 0.8
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, size=(4000, 10))
+    true_temperature = 2.5
+    probabilities = softmax(logits / true_temperature)
+    labels = np.array([rng.choice(10, p=p) for p in probabilities])
+    fitted = fit_temperature(logits, labels)
+    assert fitted == pytest.approx(true_temperature, rel=0.1)
+    nll_fitted = negative_log_likelihood(softmax(logits / fitted), labels)
+    assert nll_fitted < negative_log_likelihood(softmax(logits), labels)
+
+
+def test_decline_threshold_declines_the_asked_share_of_correct_inputs() -> None:
+    confidence = np.linspace(0.5, 1.0, 1001)
+    probabilities = np.stack([confidence, 1 - confidence], axis=1)
+    threshold = decline_threshold(probabilities, np.zeros(1001, int), rate=0.02)
+    assert (confidence < threshold).mean() == pytest.approx(0.02, abs=0.002)
+
+
+# --------------------------------------------------------------------- serving's decline rule
+
+
+def test_onnx_vit_declines_below_its_rule_and_applies_its_temperature(tmp_path: Path) -> None:
+    x = preprocess_image(a_seven())
+    plain = OnnxViT(ROOT / "models" / "vit-fast.onnx")
+    logits = plain.predict_logits(x)
+    top = float(softmax(logits).max())
+    hot = OnnxViT(plain.path, temperature=3.0, decline_below=top + 1e-3)
+    classification = hot.classify(x)
+    np.testing.assert_allclose(classification.probabilities, softmax(logits / 3.0), rtol=1e-5)
+    assert classification.declined.tolist() == [True]
+    assert not plain.classify(x).declined.any()  # no rule: never declines
+    assert hot.predict_with_rollout(x).declined.tolist() == [True]
+    with pytest.raises(ValueError):
+        OnnxViT(plain.path, temperature=0.0)
+
+
+def test_manifest_rejects_a_bad_temperature_or_rule(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models", models)
+    spec = json.loads((models / "manifest.json").read_text())
+    name = next(iter(spec["models"]))
+    for key, bad in (("temperature", -1), ("decline_below", 1.5), ("temperature", "hot")):
+        broken = json.loads(json.dumps(spec))
+        broken["models"][name][key] = bad
+        (models / "manifest.json").write_text(json.dumps(broken))
+        with pytest.raises(ModelFileError, match=key):
+            read_manifest(models)
+
+
+# ---------------------------------------------------------------- the shipped models, fixed set
+
+
+def fixed_font_digits() -> tuple[np.ndarray, np.ndarray]:
+    """200 digits from fonts the training never saw, drawn on the canvas: a fixed set."""
+    rng = np.random.default_rng(11)
+    labels = np.arange(200) % 10
+    frames = [preprocess_image(font_digit(int(label), rng)) for label in labels]
+    return np.concatenate(frames), labels
+
+
+def fixed_non_digits() -> np.ndarray:
+    """200 letters, signs, scribbles and shapes (no digit pairs: they need MNIST), fixed."""
+    pixels, _ = make_non_digits(
+        200, 31, np.zeros((2, 28, 28), np.uint8), np.array([0, 1]), weights=(0.5, 0.25, 0.25, 0)
+    )
+    return pixels.astype(np.float32)[:, None] / 255
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    return read_manifest(ROOT / "models").models
+
+
+def test_every_shipped_model_has_a_fitted_temperature_and_decline_rule(shipped: dict) -> None:
+    for name, info in shipped.items():
+        assert info.temperature != 1.0, f"{name}: no temperature fitted"
+        assert 0.0 < info.decline_below < 1.0, f"{name}: no decline rule"
+        calibration = info.extra["calibration"]
+        assert calibration["val_ece_after"] <= calibration["val_ece_before"], name
+        assert calibration["val_digits_declined"] <= 0.02, name
+
+
+def test_shipped_models_decline_non_digits_and_keep_digits_on_a_fixed_set(shipped: dict) -> None:
+    digits, labels = fixed_font_digits()
+    non_digits = fixed_non_digits()
+    for name, info in shipped.items():
+        model = OnnxViT.from_info(info)
+        read = model.classify(digits)
+        right = read.probabilities.argmax(1) == labels
+        assert right.mean() >= 0.85, f"{name} reads {right.mean():.0%} of the font digits"
+        assert read.declined[right].mean() <= 0.05, f"{name} declines read digits"
+        declined = model.classify(non_digits).declined.mean()
+        assert declined >= 0.6, f"{name} declines only {declined:.0%} of the non-digits"
+
+
+# -------------------------------------------------------------------------- the made-up inputs
+
+
+def test_made_up_digits_are_canvas_drawings_and_photos_the_app_can_read() -> None:
+    rng = np.random.default_rng(0)
+    seven = a_seven()
+    for canvas in (draw_as_strokes(seven, rng), other_hand(seven, rng), font_digit(7, rng)):
+        assert canvas.shape == (CANVAS_SIZE, CANVAS_SIZE, 4) and canvas.dtype == np.uint8
+        assert preprocess_image(canvas) is not None
+    photo = Image.open(__import__("io").BytesIO(photo_of_paper(draw_as_strokes(seven, rng), rng)))
+    assert photo.format == "JPEG"
+    assert preprocess_image(np.asarray(photo)) is not None
+
+
+def test_skeleton_thins_a_thick_bar_to_one_pixel() -> None:
+    bar = np.zeros((20, 20), bool)
+    bar[5:15, 3:17] = True
+    thin = skeleton(bar)
+    assert thin.any() and thin.sum() < 20
+    assert thin[:, 8].sum() == 1  # one pixel across the bar's middle
+
+
+def test_non_digit_glyphs_hold_no_digit_or_look_alike() -> None:
+    assert not set(GLYPHS) & set("0123456789OoIlSsZzBbgq|/")
+    pixels, kinds = make_non_digits(40, 0, np.stack([a_seven()] * 2), np.array([7, 1]))
+    assert pixels.shape == (40, 28, 28) and pixels.dtype == np.uint8
+    assert (pixels.reshape(40, -1).max(1) > 0).all()  # every one holds ink
+    assert set(kinds.tolist()) <= {0, 1, 2, 3}
+
+
+# ------------------------------------------------------------------------- style augmentation
+
+
+def test_reframing_in_torch_matches_the_served_preprocessing() -> None:
+    image = np.zeros((28, 28), np.uint8)
+    image[2:14, 3:9] = a_seven()[6:18, 8:14]  # a small digit in the top-left corner
+    served = preprocess_image(image)[0, 0]
+    framed = reframe_like_serving(torch.from_numpy(image).float().div(255)[None, None])[0, 0]
+    framed = framed.numpy()
+    # the same box and place (the resampling kernels differ: Lanczos there, bilinear here)
+    assert np.corrcoef(served.ravel(), framed.ravel())[0, 1] > 0.9
+    for axis in (0, 1):
+        served_rows = np.flatnonzero((served >= 0.2).any(axis=axis))
+        framed_rows = np.flatnonzero((framed >= 0.2).any(axis=axis))
+        assert abs(served_rows[0] - framed_rows[0]) <= 1
+        assert abs(served_rows[-1] - framed_rows[-1]) <= 1
+    assert max(np.ptp(np.flatnonzero((framed >= 0.2).any(axis=a))) for a in (0, 1)) >= 18
+
+
+def test_style_augmentation_keeps_the_ink_framed_and_is_seeded() -> None:
+    images = torch.from_numpy(np.stack([a_seven()] * 8)).float().div(255)[:, None]
+    first = augment_batch(images, StyleAugment(), torch.Generator().manual_seed(3))
+    again = augment_batch(images, StyleAugment(), torch.Generator().manual_seed(3))
+    assert torch.equal(first, again)
+    assert first.shape == (8, 1, 28, 28) and first.min() >= 0 and first.max() <= 1
+    assert not torch.equal(first[0], first[1])  # each image gets its own style
+    for image in first[:, 0].numpy() >= 0.2:  # framed as served: the longer side ~20 px
+        rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+        assert 17 <= max(np.ptp(rows), np.ptp(cols)) + 1 <= 22
