@@ -199,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.non_digits,
         help="with --robust: non-digit images made for training to decline them",
     )
+    training.add_argument(
+        "--stop-after",
+        type=int,
+        help="with --robust: ship after this epoch of the --epochs schedule; the same command "
+        "without it goes on from there (default: run the whole schedule)",
+    )
 
     logging = parser.add_argument_group("logging and benchmarks")
     logging.add_argument(

@@ -31,19 +31,22 @@ class ValidationInputs:
     kinds: np.ndarray  # "mnist", "drawn", "other hand", "photo"
 
     @classmethod
-    def make(cls, digits: np.ndarray, labels: np.ndarray, seed: int = 7) -> "ValidationInputs":
-        """`digits` (N, 28, 28) uint8 validation images; four served inputs made from each."""
+    def make(
+        cls, digits: np.ndarray, labels: np.ndarray, made_from: int = 2000, seed: int = 7
+    ) -> "ValidationInputs":
+        """`digits` (N, 28, 28) uint8 validation images, each served as it is; the first
+        `made_from` of them also drawn, in another hand and photographed."""
         rng = np.random.default_rng(seed)
-        drawn = [draw_as_strokes(d, rng) for d in digits]
+        drawn = [draw_as_strokes(d, rng) for d in digits[:made_from]]
         sources = {
             "mnist": list(digits),
             "drawn": drawn,
-            "other hand": [other_hand(d, rng) for d in digits],
+            "other hand": [other_hand(d, rng) for d in digits[:made_from]],
             "photo": [read_upload(photo_of_paper(c, rng)).pixels for c in drawn],
         }
         pixels, kept_labels, kinds = [], [], []
         for kind, images in sources.items():
-            for image, label in zip(images, labels, strict=True):
+            for image, label in zip(images, labels, strict=False):
                 x = preprocess_image(image)
                 if x is not None:
                     pixels.append(x)

@@ -150,6 +150,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
             config,
             settings.non_digits,
             settings.command,
+            settings.stop_after,
         )
     except (MnistDataError, ModelFileError, ValueError, KeyError) as err:
         return refuse(err)

@@ -62,6 +62,7 @@ def robust_models(
     config: RobustConfig,
     non_digit_count: int,
     command: str,
+    stop_after: int | None = None,
 ) -> dict[str, ShippedModel]:
     """Fine-tune each named shipped model; what to ship, by name (its history in output_dir)."""
     shipped = read_shipped(models_dir)
@@ -86,7 +87,7 @@ def robust_models(
             )
 
         model, history = finetune_robust(
-            start, data, _pixels(train_non_digits), check, config, state_path, report
+            start, data, _pixels(train_non_digits), check, config, state_path, report, stop_after
         )
         stem = f"robust-{name.lower()}"
         checkpoint = save_checkpoint(model, output_dir / "checkpoints" / f"{stem}.pt")
@@ -154,9 +155,12 @@ def robust_ship(
     config: RobustConfig,
     non_digit_count: int,
     command: str,
+    stop_after: int | None = None,
 ) -> None:
     """Fine-tune, ship (timings kept: measure them with --retime-shipped) and calibrate."""
     manifest = load_manifest_json(models_dir)
-    models = robust_models(names, models_dir, output_dir, data, config, non_digit_count, command)
+    models = robust_models(
+        names, models_dir, output_dir, data, config, non_digit_count, command, stop_after
+    )
     ship_models(models, models_dir, data, manifest.get("grid_results"), retime=False)
     calibrate_shipped(models_dir, data)

@@ -122,8 +122,13 @@ def finetune_robust(
     config: RobustConfig,
     state_path: Path,
     on_epoch: Callable[[dict], None] = print,
+    stop_after: int | None = None,
 ) -> tuple[VisionTransformer, list[dict]]:
-    """Fine-tune `model` (pixels in [0, 1]); return the averaged weights and the epoch history."""
+    """Fine-tune `model` (pixels in [0, 1]); return the averaged weights and the epoch history.
+
+    With `stop_after`, stop after that epoch of the schedule (to ship what a short session
+    made); the same call without it goes on from there.
+    """
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     style = StyleAugment()
@@ -143,7 +148,8 @@ def finetune_robust(
         generator.set_state(state.generator)
         print(f"{state_path}: resuming after epoch {len(state.history)}")
 
-    for epoch in range(len(state.history) + 1, config.epochs + 1):
+    last = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    for epoch in range(len(state.history) + 1, last + 1):
         model.train()
         started, running = time.perf_counter(), 0.0
         order = torch.randperm(n_train, generator=generator)
