@@ -185,6 +185,9 @@ def confusion_chart(confusion: np.ndarray) -> alt.Chart:
         }
     )
     table["mistakes"] = np.where(table["true"] == table["predicted"], 0, table["count"])
+    dark = table["mistakes"] > 0.6 * max(1, table["mistakes"].max())
+    table["ink"] = np.where(table["true"] == table["predicted"], "#1a7f37", "#333")
+    table["ink"] = np.where(dark, "#fff", table["ink"])
     base = alt.Chart(table, height=340).encode(
         x=alt.X("predicted:N", title="predicted", axis=alt.Axis(labelAngle=0, orient="top")),
         y=alt.Y("true:N", title="true digit"),
@@ -195,17 +198,16 @@ def confusion_chart(confusion: np.ndarray) -> alt.Chart:
     )
     counts = base.mark_text(fontSize=11).encode(
         text=alt.Text("count:Q"),
-        color=alt.condition(
-            alt.datum.true == alt.datum.predicted, alt.value("#1a7f37"), alt.value("#333")
-        ),
+        color=alt.Color("ink:N", scale=None),
     )
-    return cells + counts
+    return (cells + counts).resolve_scale(color="independent")
 
 
 def reliability_chart(rows: list[dict[str, float]]) -> alt.Chart:
     """Accuracy against confidence per bin (bars), and the diagonal a calibrated model follows."""
     table = pd.DataFrame(rows)
     table["digits"] = table["count"].astype(int)
+    table["zero"] = 0.0
     bars = (
         alt.Chart(table, height=340)
         .mark_bar(opacity=0.8, color="#3182bd")
@@ -213,6 +215,7 @@ def reliability_chart(rows: list[dict[str, float]]) -> alt.Chart:
             x=alt.X("low:Q", title="confidence (15 bins)", scale=alt.Scale(domain=[0, 1])),
             x2="high:Q",
             y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+            y2="zero:Q",
             tooltip=[
                 alt.Tooltip("low:Q", format=".2f"),
                 alt.Tooltip("high:Q", format=".2f"),

@@ -106,6 +106,16 @@ def draw(page, strokes: list[list[tuple[int, int]]]) -> None:
     page.locator(SCRIPT_DONE).wait_for(state="attached")
 
 
+# every image shown has loaded and every chart shown is drawn (Vega: a canvas or an svg)
+PAINTED = """() => {
+  const shown = [...document.querySelectorAll('img, [data-testid=stVegaLiteChart]')]
+    .filter(element => element.checkVisibility());
+  return shown.every(element => element.tagName === 'IMG'
+    ? element.complete && element.naturalWidth > 0
+    : element.querySelector('canvas, svg'));
+}"""
+
+
 def screenshot(page, name: str, top, bottom) -> Path:
     """The page from `top`'s top to `bottom`'s bottom (locators), in a viewport tall enough to
     hold both (Streamlit scrolls inside the page, so a full-page shot would stop at the fold)."""
@@ -113,6 +123,8 @@ def screenshot(page, name: str, top, bottom) -> Path:
     page.set_viewport_size({"width": 1400, "height": 2600})
     page.wait_for_timeout(500)
     page.locator(SCRIPT_DONE).wait_for(state="attached")
+    page.wait_for_function(PAINTED)
+    page.wait_for_timeout(500)
     first, last = top.bounding_box(), bottom.bounding_box()
     clip = {"x": 0, "y": max(0, first["y"] - 16), "width": 1400}
     clip["height"] = last["y"] + last["height"] + 16 - clip["y"]
@@ -173,3 +185,16 @@ def test_a_letter_a_is_not_a_digit(page):
     screenshot(
         page, "declined-letter-a.png", page.get_by_role("tab").first, page.get_by_text(NOT_A_DIGIT)
     )
+
+
+def test_the_error_analysis_tab_shows_confusion_reliability_and_mistakes(page):
+    page.get_by_role("tab", name="Error analysis").click()
+    page.get_by_text(re.compile(r"^Fast on the MNIST test set: 10,000 digits")).wait_for()
+    tab = page.get_by_role("tabpanel").filter(has_text="on the MNIST test set")
+    expect(tab.locator("[data-testid=stVegaLiteChart]")).to_have_count(
+        2
+    )  # the confusion matrix and the reliability diagram
+    expect(page.get_by_text(re.compile(r"^\d → \d · \d+%$")).first).to_be_visible()
+    expect(page.get_by_test_id("stException")).to_have_count(0)
+    gallery = page.get_by_text(re.compile(r"^\d → \d · \d+%$")).last
+    screenshot(page, "error-analysis.png", page.get_by_role("tab").first, gallery)
