@@ -205,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --robust: ship after this epoch of the --epochs schedule; the same command "
         "without it goes on from there (default: run the whole schedule)",
     )
+    training.add_argument(
+        "--head-only",
+        action="store_true",
+        help="with --robust: refit only the final norm and head, on the frozen blocks' features "
+        "(minutes, for a model too big to fine-tune in the time there is)",
+    )
 
     logging = parser.add_argument_group("logging and benchmarks")
     logging.add_argument(

@@ -91,6 +91,13 @@ class VisionTransformer(nn.Module):
     def _classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.norm(x)[:, 0])  # (B, classes), read off the CLS token
 
+    def cls_feature(self, images: torch.Tensor) -> torch.Tensor:
+        """The CLS token after the last block `(B, D)`: what the final norm and head read."""
+        x = self._tokens(images)
+        for i, block in enumerate(self.blocks):
+            x, _ = block(x, cls_only=i == len(self.blocks) - 1)  # only the CLS row is read
+        return x[:, 0]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Class logits `(B, num_classes)` for images `(B, C, H, W)` of pixels in [0, 1]."""
         x = self._tokens(images)

@@ -151,6 +151,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
             settings.non_digits,
             settings.command,
             settings.stop_after,
+            settings.head_only,
         )
     except (MnistDataError, ModelFileError, ValueError, KeyError) as err:
         return refuse(err)

@@ -6,6 +6,7 @@ for every model of the manifest: the temperature and the decline rule set on val
 their error before and after, on validation and (reported only) on MNIST's test set.
 """
 
+import functools
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from custom_modules.training.checkpoints import load_checkpoint, save_checkpoint
 from custom_modules.training.data import DataSplits
 from custom_modules.training.metrics import evaluate
 from custom_modules.training.robust import (
+    HeadRefitConfig,
     RobustCheck,
     RobustConfig,
     finetune_robust,
+    refit_head,
     without_dropout,
 )
 
@@ -63,13 +66,23 @@ def robust_models(
     non_digit_count: int,
     command: str,
     stop_after: int | None = None,
+    head_only: bool = False,
 ) -> dict[str, ShippedModel]:
-    """Fine-tune each named shipped model; what to ship, by name (its history in output_dir)."""
+    """Fine-tune each named shipped model (with `head_only`, its final norm and head alone);
+    what to ship, by name."""
     shipped = read_shipped(models_dir)
-    train_non_digits, _ = make_non_digits(
-        non_digit_count, TRAIN_NON_DIGITS_SEED, _uint8(data.train_images), data.train_labels.numpy()
-    )
-    check = RobustCheck.make(data, _pixels(validation_non_digits(data)))
+
+    @functools.cache
+    def inputs() -> tuple[torch.Tensor, RobustCheck]:
+        train_non_digits, _ = make_non_digits(
+            non_digit_count,
+            TRAIN_NON_DIGITS_SEED,
+            _uint8(data.train_images),
+            data.train_labels.numpy(),
+        )
+        check = RobustCheck.make(data, _pixels(validation_non_digits(data)))
+        return _pixels(train_non_digits), check
+
     models = {}
     for name in names:
         entry = shipped[name]
@@ -79,16 +92,21 @@ def robust_models(
 
         def report(record: dict, name: str = name) -> None:
             print(
-                f"{name} epoch {record['epoch']}/{config.epochs}: train loss "
+                f"{name} epoch {record['epoch']}: train loss "
                 f"{record['train_loss']:.4f}, val acc {record['val_clean_accuracy']:.4f} clean, "
                 f"{record['val_styled_accuracy']:.4f} restyled; non-digits declined "
                 f"{record['val_non_digits_declined']:.1%}",
                 flush=True,
             )
 
-        model, history = finetune_robust(
-            start, data, _pixels(train_non_digits), check, config, state_path, report, stop_after
-        )
+        if head_only:
+            train_non_digits, check = inputs()
+            model, history = refit_head(start, data, train_non_digits, check, HeadRefitConfig())
+            report({"train_loss": float("nan"), **history[-1]})
+        else:
+            model, history = finetune_robust(
+                start, data, inputs, config, state_path, report, stop_after
+            )
         stem = f"robust-{name.lower()}"
         checkpoint = save_checkpoint(model, output_dir / "checkpoints" / f"{stem}.pt")
         onnx_path = export_onnx(model, output_dir / "onnx" / f"{stem}.onnx")
@@ -104,7 +122,7 @@ def robust_models(
             onnx_p50_us=entry["onnx_p50_us"],
             torch_p50_us=entry["torch_p50_us"],
             bench_threads=entry["bench_threads"],
-            command=command,
+            command=f"{entry['command']} && {command}",
             history=history,
         )
     return models
@@ -156,11 +174,12 @@ def robust_ship(
     non_digit_count: int,
     command: str,
     stop_after: int | None = None,
+    head_only: bool = False,
 ) -> None:
     """Fine-tune, ship (timings kept: measure them with --retime-shipped) and calibrate."""
     manifest = load_manifest_json(models_dir)
     models = robust_models(
-        names, models_dir, output_dir, data, config, non_digit_count, command, stop_after
+        names, models_dir, output_dir, data, config, non_digit_count, command, stop_after, head_only
     )
     ship_models(models, models_dir, data, manifest.get("grid_results"), retime=False)
     calibrate_shipped(models_dir, data)

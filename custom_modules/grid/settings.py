@@ -79,6 +79,7 @@ class GridSettings:
     ema_decay: float = 0.999
     non_digits: int = 40000
     stop_after: int | None = None
+    head_only: bool = False
     wandb: str = "online"
     wandb_project: str = "vit-digits"
     bench_threads: int = 1
@@ -99,8 +100,8 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         return "--only goes with --ship or --robust"
     if settings.init_from and mode is not Mode.SHIP:
         return "--init-from goes with --ship"
-    if settings.stop_after is not None and mode is not Mode.ROBUST:
-        return "--stop-after goes with --robust"
+    if (settings.stop_after is not None or settings.head_only) and mode is not Mode.ROBUST:
+        return "--stop-after and --head-only go with --robust"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:
         return "--keep-latencies goes with --reexport-shipped"
     if not settings.augment and settings.elastic_alpha > 0:

@@ -117,14 +117,16 @@ def without_dropout(model: VisionTransformer) -> VisionTransformer:
 def finetune_robust(
     model: VisionTransformer,
     data: DataSplits,
-    non_digits: torch.Tensor,
-    check: RobustCheck,
+    inputs: Callable[[], tuple[torch.Tensor, RobustCheck]],
     config: RobustConfig,
     state_path: Path,
     on_epoch: Callable[[dict], None] = print,
     stop_after: int | None = None,
 ) -> tuple[VisionTransformer, list[dict]]:
     """Fine-tune `model` (pixels in [0, 1]); return the averaged weights and the epoch history.
+
+    `inputs` gives the training non-digits and the validation check; it is called only when an
+    epoch is left to run (making them takes minutes).
 
     With `stop_after`, stop after that epoch of the schedule (to ship what a short session
     made); the same call without it goes on from there.
@@ -149,6 +151,8 @@ def finetune_robust(
         print(f"{state_path}: resuming after epoch {len(state.history)}")
 
     last = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    if len(state.history) < last:
+        non_digits, check = inputs()
     for epoch in range(len(state.history) + 1, last + 1):
         model.train()
         started, running = time.perf_counter(), 0.0
@@ -185,3 +189,74 @@ def finetune_robust(
         on_epoch(record)
     ema.load_state_dict(state.ema)
     return ema.module.eval(), state.history
+
+
+@dataclass(frozen=True)
+class HeadRefitConfig:
+    """Refitting only the final norm and head on the frozen network's CLS features."""
+
+    digits: int = 10000  # training digits, each taken as served and in another style
+    non_digits: int = 8000
+    epochs: int = 30
+    lr: float = 1e-3
+    batch_size: int = 256
+    outlier_weight: float = 0.5
+    seed: int = 0
+
+
+@torch.no_grad()
+def _features(model: VisionTransformer, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    model.eval()
+    return torch.cat(
+        [model.cls_feature(images[i : i + batch]) for i in range(0, len(images), batch)]
+    )
+
+
+def refit_head(
+    model: VisionTransformer,
+    data: DataSplits,
+    non_digits: torch.Tensor,
+    check: RobustCheck,
+    config: HeadRefitConfig,
+) -> tuple[VisionTransformer, list[dict]]:
+    """Outlier Exposure for a network too big to fine-tune in the time there is: the blocks stay,
+    the final norm and head learn from the CLS features of restyled digits and non-digits."""
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    style = StyleAugment()
+    started = time.perf_counter()
+    digits = data.train_images[: config.digits]
+    labels = data.train_labels[: config.digits].repeat(2)
+    outliers = non_digits[: config.non_digits]
+    digit_features = torch.cat(
+        [
+            _features(model, reframe_like_serving(digits)),
+            _features(model, augment_batch(digits, style, generator)),
+        ]
+    )
+    outlier_features = _features(model, augment_batch(outliers, style, generator))
+    head = torch.nn.Sequential(model.norm, model.head)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=0.01)
+    n, steps = len(labels), math.ceil(len(labels) / config.batch_size)
+    per_step = math.ceil(len(outlier_features) / steps)
+    for _ in range(config.epochs):
+        head.train()
+        order = torch.randperm(n, generator=generator)
+        outlier_order = torch.randperm(len(outlier_features), generator=generator)
+        for step in range(steps):
+            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            extra = outlier_order[step * per_step : (step + 1) * per_step]
+            loss = F.cross_entropy(head(digit_features[batch]), labels[batch])
+            loss = (
+                loss
+                - config.outlier_weight * F.log_softmax(head(outlier_features[extra]), dim=1).mean()
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    record = {
+        "epoch": config.epochs,
+        "seconds": time.perf_counter() - started,
+        **check.evaluate(model),
+    }
+    return model.eval(), [record]
