@@ -16,6 +16,7 @@ from custom_modules.contract import output_names
 from custom_modules.export import onnx_export
 from custom_modules.export.onnx_export import ExportError, export_onnx
 from custom_modules.grid import grid_file
+from custom_modules.grid.history import history_path, read_history
 from custom_modules.grid.results_table import (
     ResultsTableError,
     append_result,
@@ -366,6 +367,14 @@ def test_tiny_grid_runs_end_to_end_then_resumes(tmp_path: Path, monkeypatch, cap
         np.testing.assert_allclose(
             session.run(["logits"], {"input": images})[0], expected, atol=1e-4
         )
+        curves = read_history(history_path(output_dir, row["run_id"]))  # the learning curves
+        assert [e["epoch"] for e in curves["epochs"]] == [1, 2]
+        assert curves["best_epoch"] == int(row["best_epoch"])
+        assert {"train_loss", "lr", "val_loss", "val_accuracy", "val_f1"} <= set(
+            curves["epochs"][0]
+        )
+        best = curves["epochs"][curves["best_epoch"] - 1]
+        assert best["val_accuracy"] == pytest.approx(float(row["val_accuracy"]), abs=1e-4)
     assert sorted(p.name for p in (output_dir / "onnx").iterdir()) == [
         "vit-e16-h2-l1-m2.onnx",
         "vit-e16-h2-l2-m2.onnx",

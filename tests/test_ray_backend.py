@@ -156,6 +156,9 @@ def test_ray_writes_the_local_backends_rows_and_files(ray_run: dict, local_run: 
             torch.testing.assert_close(ray_weight, local_weight, msg=key)
 
     assert sorted(p.name for p in (ray_dir / "onnx").iterdir()) == [f"{n}.onnx" for n in FINISHING]
+    assert sorted(p.name for p in (ray_dir / "history").iterdir()) == [
+        f"{n}.json" for n in FINISHING
+    ]
     assert len(list((ray_dir / "wandb").glob("offline-run-*/run-*.wandb"))) == 2
     assert not list(ray_dir.rglob("*.tmp"))
 
