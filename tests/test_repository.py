@@ -142,3 +142,13 @@ def heading_anchor(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
     text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
     return text.replace(" ", "-")
+
+
+def test_docs_grid_names_every_option_of_the_grid_command() -> None:
+    import grid_search_mnist
+
+    text = (ROOT / "docs" / "grid.md").read_text()
+    for action in grid_search_mnist.build_parser()._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option != "--help":
+                assert f"`{option}" in text, f"{option} is not described in docs/grid.md"
