@@ -12,7 +12,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from custom_modules.serving.error_analysis import ErrorAnalysis, artifact_path, load_error_analysis
+from custom_modules.serving.error_analysis import (
+    ErrorAnalysis,
+    artifact_path,
+    file_sha256,
+    load_error_analysis,
+)
 from custom_modules.serving.explain import (
     Explanation,
     Verdict,
@@ -51,6 +56,11 @@ def _load_analysis(path: str, mtime_ns: int) -> ErrorAnalysis | None:
     return load_error_analysis(path)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _model_sha256(path: str, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
 def error_analysis_of(info: ModelInfo) -> ErrorAnalysis | None:
     """The model's error-analysis file beside its ONNX file, or None."""
     path = artifact_path(info.path.parent, info.name)
@@ -61,10 +71,20 @@ def error_analysis_of(info: ModelInfo) -> ErrorAnalysis | None:
     return _load_analysis(str(path), mtime_ns)
 
 
+def is_stale(analysis: ErrorAnalysis, info: ModelInfo) -> bool:
+    """Was the analysis made with another version of the model's ONNX file?"""
+    try:
+        mtime_ns = info.path.stat().st_mtime_ns
+    except OSError:
+        return True
+    return analysis.model_sha256 != _model_sha256(str(info.path), mtime_ns)
+
+
 def judge(prediction: Prediction, model: OnnxViT, info: ModelInfo) -> Verdict:
     """Declined, close call or a clear answer (serving/explain.py decides declining)."""
     analysis = error_analysis_of(info)
-    threshold = analysis.decline_threshold if analysis is not None else float("nan")
+    fresh = analysis is not None and not is_stale(analysis, info)
+    threshold = analysis.decline_threshold if fresh else float("nan")
     declined = is_declined(prediction, model, threshold)
     return verdict(prediction.probabilities[0], declined)
 
@@ -251,6 +271,12 @@ def error_analysis_tab(manifest: Manifest, chosen: str) -> None:
         "Model", names, index=names.index(chosen) if chosen in names else 0, key="analysis_model"
     )
     analysis = analyses[name]
+    if is_stale(analysis, manifest.models[name]):
+        st.warning(
+            f"This analysis was made with an earlier version of {name}'s model file; remake it "
+            "with `vit-digits-error-analysis --data-dir ../shared/data/mnist`.",
+            icon=":material/history:",
+        )
     total = int(analysis.confusion.sum())
     wrong = total - int(np.trace(analysis.confusion))
     st.caption(

@@ -36,8 +36,11 @@ def models_copy(tiny_models_dir: Path, folder: Path, **entry_changes) -> Path:
     return folder
 
 
-def with_error_analysis(folder: Path, name: str, decline_threshold: float | None = None) -> None:
-    """Write `name`'s error-analysis file, built on 40 random "digits"."""
+def with_error_analysis(
+    folder: Path, name: str, decline_threshold: float | None = None, stale: bool = False
+) -> None:
+    """Write `name`'s error-analysis file, built on 40 random "digits" (`stale`: as if made
+    with another version of the model file)."""
     rng = np.random.default_rng(0)
     images = (rng.random((40, 28, 28)) * 255).astype(np.uint8)
     labels = rng.integers(0, 10, 40)
@@ -45,6 +48,8 @@ def with_error_analysis(folder: Path, name: str, decline_threshold: float | None
     analysis = build_error_analysis(model, name, images, labels)
     if decline_threshold is not None:
         analysis = dataclasses.replace(analysis, decline_threshold=decline_threshold)
+    if stale:
+        analysis = dataclasses.replace(analysis, model_sha256="0" * 64)
     analysis.save(artifact_path(folder, name))
 
 
@@ -154,3 +159,11 @@ def test_the_error_analysis_tab_shows_confusion_reliability_and_mistakes(monkeyp
     assert "Fast on the MNIST test set: 40 digits" in caption
     tab.selectbox(key="analysis_model").set_value("Large").run()
     assert "Large on the MNIST test set: 40 digits" in " ".join(texts(app.tabs[-1].caption))
+
+
+def test_an_analysis_of_an_older_model_file_is_flagged_and_its_threshold_unused(monkeypatch, tiny):
+    with_error_analysis(tiny, "Fast", decline_threshold=0.99, stale=True)
+    app = upload(run_app(monkeypatch, tiny), "seven.png", seven_png())
+    assert not any(NOT_A_DIGIT in warning for warning in texts(app.warning))  # not declined
+    assert app.metric
+    assert any("earlier version of Fast's model file" in w for w in texts(app.tabs[-1].warning))

@@ -18,6 +18,7 @@ from custom_modules.serving.error_analysis import (
     artifact_path,
     build_error_analysis,
     confusion_matrix,
+    file_sha256,
     load_error_analysis,
 )
 from custom_modules.serving.explain import (
@@ -240,6 +241,7 @@ def test_error_analysis_matches_a_recount_one_digit_at_a_time(tiny_model_path, t
     path = built.save(artifact_path(tmp_path, "Fast INT8"))
     assert path.name == "error_analysis-fast-int8.npz" and path.stat().st_size < 300_000
     analysis = load_error_analysis(path)
+    assert analysis.model_sha256 == file_sha256(tiny_model_path)
 
     predicted, confidence, all_probabilities = [], [], []
     for image in images:  # the recount: one digit at a time, no batching

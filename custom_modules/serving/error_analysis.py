@@ -9,6 +9,7 @@ MNIST files. `vit-digits-error-analysis` (custom_modules/grid/error_analysis.py)
 Torch-free (numpy and ONNX Runtime through OnnxViT).
 """
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class ErrorAnalysis:
     """One model on one labelled set: confusion, mistakes, confidences, decline threshold."""
 
     model_name: str
+    model_sha256: str  # of the ONNX file it was made with: a newer file makes it stale
     confusion: np.ndarray  # (10, 10) int: rows the true digit, columns the prediction
     reliability: list[dict[str, float]]  # serving/calibration.py's reliability_bins (15)
     ece: float  # expected calibration error over those bins
@@ -58,6 +60,7 @@ class ErrorAnalysis:
             np.savez_compressed(
                 f,
                 model_name=np.array(self.model_name),
+                model_sha256=np.array(self.model_sha256),
                 confusion=self.confusion.astype(np.int32),
                 reliability=np.array(
                     [[row[key] for key in RELIABILITY_KEYS] for row in self.reliability],
@@ -81,6 +84,7 @@ def load_error_analysis(path: str | Path) -> ErrorAnalysis | None:
         with np.load(path, allow_pickle=False) as data:
             return ErrorAnalysis(
                 model_name=str(data["model_name"]),
+                model_sha256=str(data["model_sha256"]) if "model_sha256" in data else "",
                 confusion=data["confusion"].astype(np.int64),
                 reliability=[
                     dict(zip(RELIABILITY_KEYS, map(float, row), strict=True))
@@ -97,6 +101,10 @@ def load_error_analysis(path: str | Path) -> ErrorAnalysis | None:
             )
     except (OSError, KeyError, ValueError):
         return None
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def as_inputs(images: np.ndarray) -> np.ndarray:
@@ -143,6 +151,7 @@ def build_error_analysis(
     occlusion = [explain(model, as_inputs(images[i : i + 1])).occlusion() for i in wrong]
     return ErrorAnalysis(
         model_name=model_name,
+        model_sha256=file_sha256(model.path),
         confusion=confusion_matrix(labels, predicted),
         reliability=reliability_bins(probabilities, labels),
         ece=expected_calibration_error(probabilities, labels),
