@@ -5,7 +5,6 @@ Writes the README's screenshots: docs/images/explanations.png (a drawn 4 and its
 docs/images/declined.png (a drawing the model declines).
 """
 
-import json
 import os
 import re
 from pathlib import Path
@@ -39,11 +38,6 @@ SMILEY = [
 ]
 ONE_WITH_A_FLAG = [[(110, 80), (150, 40), (150, 240)]]  # Fast: 1 at about 80 %, then 9 and 7
 LETTER_A = [[(60, 250), (140, 40), (220, 250)], [(95, 165), (185, 165)]]
-
-
-def shipped_decline_rule(model: str = "Fast") -> float:
-    manifest = json.loads((SHIPPED / "manifest.json").read_text())
-    return float(manifest["models"][model].get("decline_below", 0.0))
 
 
 @pytest.fixture(scope="module")
@@ -174,9 +168,11 @@ def test_a_smiley_is_not_a_digit_and_the_details_stay_in_expanders(page):
 
 
 @pytest.mark.xfail(
-    condition=(SHIPPED / "manifest.json").exists() and shipped_decline_rule() == 0,
-    reason="the shipped models have no decline rule yet: they read a drawn A as a 4 at 90 %",
-    strict=True,
+    reason=(
+        "a known failure of the models shipped on 2026-11-24 (4ec8507): even with their decline "
+        "rule they read a drawn A as a 4 (Fast 74 % > 0.52, Large 94 % > 0.81)"
+    ),
+    strict=True,  # a model that declines the A makes this pass: then drop the mark
 )
 def test_a_letter_a_is_not_a_digit(page):
     draw(page, LETTER_A)
