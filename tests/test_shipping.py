@@ -257,3 +257,37 @@ def test_reexport_shipped_writes_the_onnx_files_again_from_the_checkpoints(tmp_p
     (models_dir / "vit-large.pt").unlink()
     assert grid_search_mnist.main(["--reexport-shipped", *common]) == 2
     assert json.loads((models_dir / "manifest.json").read_text()) == after  # left as it was
+
+
+def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys) -> None:
+    table = write_table(tmp_path / "grid_results.csv", RUNS)
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist())
+    models_dir = tmp_path / "models"
+    common = [
+        "--data-dir", str(data_dir), "--models-dir", str(models_dir), "--batch-size", "32",
+        "--val-size", "40", "--wandb", "disabled", "--bench-calls", "20",
+    ]  # fmt: skip
+    ship = ["--ship", "--results-table", str(table), "--output-dir", str(tmp_path / "ship")]
+    assert grid_search_mnist.main([*ship, "--epochs", "1", *common]) == 0
+    robust = ["--robust", "--output-dir", str(tmp_path / "robust"), "--non-digits", "64"]
+    assert grid_search_mnist.main([*robust, "--only", "Fast", "--epochs", "2", *common]) == 0
+    models = read_manifest(models_dir).models
+    for name in ("Fast", "Large"):  # every shipped model is calibrated, fine-tuned or not
+        assert models[name].temperature > 0 and 0 < models[name].decline_below <= 1
+        calibration = models[name].extra["calibration"]
+        assert calibration["val_nll_after"] <= calibration["val_nll_before"] + 1e-6
+    assert [h["epoch"] for h in models["Fast"].extra["history"]] == [1, 2]
+    assert "history" not in models["Large"].extra
+    assert models["Fast"].command.endswith(
+        " --robust " + shlex.join(robust[1:]) + " --only Fast --epochs 2 " + shlex.join(common)
+    )
+    out = capsys.readouterr().out
+    assert "Fast epoch 2" in out and "declines below" in out
+
+    # the same command again: the schedule is done, nothing is trained again
+    assert grid_search_mnist.main([*robust, "--only", "Fast", "--epochs", "2", *common]) == 0
+    assert "resuming after epoch 2" in capsys.readouterr().out
+
+    head = ["--robust", "--only", "Large", "--head-only", "--output-dir", str(tmp_path / "h")]
+    assert grid_search_mnist.main([*head, "--non-digits", "64", *common]) == 0
+    assert read_manifest(models_dir).models["Large"].extra["history"][0]["epoch"] == 30

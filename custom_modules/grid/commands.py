@@ -125,34 +125,32 @@ def reexport_shipped_models(settings: GridSettings, run_one: RunFn | None = None
 
 def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
     """Fine-tune the shipped models for real handwriting and non-digits; ship and calibrate."""
-    from custom_modules.grid.robust import robust_ship
+    from custom_modules.grid.robust import RobustJob, robust_ship
     from custom_modules.training.robust import RobustConfig
 
-    names = [settings.only] if settings.only else ["Fast", "Large"]
     if error := output_dir_error(settings.output_dir):
         return refuse(error)
-    config = RobustConfig(
-        epochs=settings.epochs,
-        lr=settings.lr,
-        batch_size=settings.batch_size,
-        ema_decay=settings.ema_decay,
-        seed=settings.seed,
+    job = RobustJob(
+        names=[settings.only] if settings.only else ["Fast", "Large"],
+        models_dir=settings.models_dir,
+        output_dir=settings.output_dir,
+        config=RobustConfig(
+            epochs=settings.epochs,
+            lr=settings.lr,
+            batch_size=settings.batch_size,
+            ema_decay=settings.ema_decay,
+            seed=settings.seed,
+        ),
+        non_digit_count=settings.non_digits,
+        command=settings.command,
+        stop_after=settings.stop_after,
+        head_only=settings.head_only,
     )
     try:
         data = split_mnist(
             load_mnist(settings.data_dir), settings.val_size, settings.seed, settings.train_subset
         )
-        robust_ship(
-            names,
-            settings.models_dir,
-            settings.output_dir,
-            data,
-            config,
-            settings.non_digits,
-            settings.command,
-            settings.stop_after,
-            settings.head_only,
-        )
+        robust_ship(job, data)
     except (MnistDataError, ModelFileError, ValueError, KeyError) as err:
         return refuse(err)
     print(f"updated {settings.models_dir / 'manifest.json'}; time the models: --retime-shipped")

@@ -7,7 +7,7 @@ their error before and after, on validation and (reported only) on MNIST's test 
 """
 
 import functools
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,25 +57,29 @@ def validation_non_digits(data: DataSplits) -> np.ndarray:
     return images
 
 
-def robust_models(
-    names: list[str],
-    models_dir: Path,
-    output_dir: Path,
-    data: DataSplits,
-    config: RobustConfig,
-    non_digit_count: int,
-    command: str,
-    stop_after: int | None = None,
-    head_only: bool = False,
-) -> dict[str, ShippedModel]:
-    """Fine-tune each named shipped model (with `head_only`, its final norm and head alone);
-    what to ship, by name."""
+@dataclass(frozen=True)
+class RobustJob:
+    """What `--robust` is asked to do: which shipped models, with what recipe, written where."""
+
+    names: list[str]
+    models_dir: Path
+    output_dir: Path
+    config: RobustConfig
+    non_digit_count: int
+    command: str
+    stop_after: int | None = None  # ship after this epoch of the schedule
+    head_only: bool = False  # refit the final norm and head alone
+
+
+def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
+    """Fine-tune each of the job's shipped models; what to ship, by name."""
+    config, models_dir, output_dir = job.config, job.models_dir, job.output_dir
     shipped = read_shipped(models_dir)
 
     @functools.cache
     def inputs() -> tuple[torch.Tensor, RobustCheck]:
         train_non_digits, _ = make_non_digits(
-            non_digit_count,
+            job.non_digit_count,
             TRAIN_NON_DIGITS_SEED,
             _uint8(data.train_images),
             data.train_labels.numpy(),
@@ -84,7 +88,7 @@ def robust_models(
         return _pixels(train_non_digits), check
 
     models = {}
-    for name in names:
+    for name in job.names:
         entry = shipped[name]
         start = without_dropout(load_checkpoint(models_dir / entry["checkpoint"]))
         state_path = output_dir / "train_state" / f"robust-{name.lower()}.pt"
@@ -99,13 +103,13 @@ def robust_models(
                 flush=True,
             )
 
-        if head_only:
+        if job.head_only:
             train_non_digits, check = inputs()
             model, history = refit_head(start, data, train_non_digits, check, HeadRefitConfig())
             report({"train_loss": float("nan"), **history[-1]})
         else:
             model, history = finetune_robust(
-                start, data, inputs, config, state_path, report, stop_after
+                start, data, inputs, config, state_path, report, job.stop_after
             )
         stem = f"robust-{name.lower()}"
         checkpoint = save_checkpoint(model, output_dir / "checkpoints" / f"{stem}.pt")
@@ -122,7 +126,7 @@ def robust_models(
             onnx_p50_us=entry["onnx_p50_us"],
             torch_p50_us=entry["torch_p50_us"],
             bench_threads=entry["bench_threads"],
-            command=f"{entry['command']} && {command}",
+            command=f"{entry['command']} && {job.command}",
             history=history,
         )
     return models
@@ -165,21 +169,9 @@ def calibrate_shipped(models_dir: Path, data: DataSplits) -> dict[str, Calibrati
     return fitted
 
 
-def robust_ship(
-    names: list[str],
-    models_dir: Path,
-    output_dir: Path,
-    data: DataSplits,
-    config: RobustConfig,
-    non_digit_count: int,
-    command: str,
-    stop_after: int | None = None,
-    head_only: bool = False,
-) -> None:
+def robust_ship(job: RobustJob, data: DataSplits) -> None:
     """Fine-tune, ship (timings kept: measure them with --retime-shipped) and calibrate."""
-    manifest = load_manifest_json(models_dir)
-    models = robust_models(
-        names, models_dir, output_dir, data, config, non_digit_count, command, stop_after, head_only
-    )
-    ship_models(models, models_dir, data, manifest.get("grid_results"), retime=False)
-    calibrate_shipped(models_dir, data)
+    manifest = load_manifest_json(job.models_dir)
+    models = robust_models(job, data)
+    ship_models(models, job.models_dir, data, manifest.get("grid_results"), retime=False)
+    calibrate_shipped(job.models_dir, data)

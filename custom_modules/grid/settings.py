@@ -97,7 +97,7 @@ class GridSettings:
 def settings_error(mode: Mode, settings: GridSettings) -> str | None:
     """What is contradictory or impossible in these settings, or None; checked before any work."""
     if settings.only and mode not in (Mode.SHIP, Mode.ROBUST):
-        return "--only goes with --ship or --robust"
+        return "--only and --init-from go with --ship (--only with --robust too)"
     if settings.init_from and mode is not Mode.SHIP:
         return "--init-from goes with --ship"
     if (settings.stop_after is not None or settings.head_only) and mode is not Mode.ROBUST:
