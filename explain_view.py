@@ -36,11 +36,28 @@ DIGIT_MAP_SIZE = 84
 GALLERY_SIZE = 84
 GALLERY_SHOWN = 60
 ROLLOUT_CAPTION = "attention rollout, all blocks"
+# The map benchmarks/faithfulness.py measured most faithful (deletion and insertion, MNIST and
+# drawn digits) for the models shipped in 4ec8507, shown first: occlusion for Fast, rollout for
+# Large (docs/explanations.md). INT8 variants were not measured and follow their model; any other
+# file gets rollout. Remeasure when models change.
+MOST_FAITHFUL = {
+    "vit-fast.onnx": "occlusion",
+    "vit-fast-int8.onnx": "occlusion",
+    "vit-large.onnx": "rollout",
+    "vit-large-int8.onnx": "rollout",
+}
+
+
+def most_faithful(model: OnnxViT) -> str:
+    return MOST_FAITHFUL.get(model.path.name, "rollout")
+
+
+FAITHFUL_NOTE = " (most faithful here, see docs/explanations.md)"
 HOW_TO_READ = {
-    "rollout": "**Rollout** (most faithful here, see docs/explanations.md): where the CLS token "
-    "draws from through all blocks; the same map whatever digit you ask about.",
-    "occlusion": "**Occlusion**: blank one 4×4 patch, run the model again. Green patches lower "
-    "p({digit}) when blanked (the ink that makes it a {digit}), magenta ones raise it.",
+    "rollout": "**Rollout**{note}: where the CLS token draws from through all blocks; the same "
+    "map whatever digit you ask about.",
+    "occlusion": "**Occlusion**{note}: blank one 4×4 patch, run the model again. Green patches "
+    "lower p({digit}) when blanked (the ink that makes it a {digit}), magenta ones raise it.",
     "contrast": "**Why {a} and not {b}**: green patches speak for {a}, magenta ones for {b} "
     "(how p({a}) − p({b}) falls when the patch is blanked).",
     "heads": "**Raw attention per head**: where each head of each block looked (each scaled to "
@@ -128,32 +145,36 @@ def show_maps(
     )
     if judged.declined:
         with st.expander("The maps anyway (for a drawing the model declined)"):
-            _maps(pixels, explanation, judged, timing)
+            _maps(pixels, explanation, judged, timing, most_faithful(model))
     else:
-        _maps(pixels, explanation, judged, timing)
+        _maps(pixels, explanation, judged, timing, most_faithful(model))
 
 
-def _maps(pixels: np.ndarray, explanation: Explanation, judged: Verdict, timing: str) -> None:
+def _maps(
+    pixels: np.ndarray, explanation: Explanation, judged: Verdict, timing: str, first: str
+) -> None:
     digit, runner_up = judged.digit, judged.runner_up
     prediction = explanation.prediction
     st.subheader(f"Why its best guess is {digit}" if judged.declined else f"Why {digit}?")
     st.caption(timing)
     columns = st.columns(3)
-    with columns[0]:
+    rollout_column, occlusion_column = columns[:2] if first == "rollout" else columns[1::-1]
+    note = {first: FAITHFUL_NOTE}
+    with rollout_column:
         st.image(
             attention_overlay(pixels, prediction.rollout[0], MAP_SIZE),
             caption=ROLLOUT_CAPTION,
             width=MAP_SIZE,
         )
-        st.caption(HOW_TO_READ["rollout"])
-    with columns[1]:
+        st.caption(HOW_TO_READ["rollout"].format(note=note.get("rollout", "")))
+    with occlusion_column:
         occlusion = explanation.occlusion(digit)
         st.image(
             signed_overlay(pixels, occlusion, MAP_SIZE),
             caption=f"occlusion, p({digit}): largest drop {occlusion.max():.1%}",
             width=MAP_SIZE,
         )
-        st.caption(HOW_TO_READ["occlusion"].format(digit=digit))
+        st.caption(HOW_TO_READ["occlusion"].format(digit=digit, note=note.get("occlusion", "")))
     with columns[2]:
         if judged.contrast_shown:
             contrast = explanation.contrast(digit, runner_up)
