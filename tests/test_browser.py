@@ -390,9 +390,22 @@ def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, t
             page.close()
 
 
-@pytest.mark.parametrize("model", ["Fast", "Large"])
+FLAGGED_ONE_MISREAD = (
+    "the robust Fast of 4ec8507 reads this 1, its long flag drawn first, as a 7; the Fast before "
+    "it read it as a 1 (models/README.md, the models issue's closing note)"
+)
+
+
+@pytest.mark.parametrize(
+    ("model", "digits"),
+    [
+        ("Fast", "047"),
+        pytest.param("Fast", "1", marks=pytest.mark.xfail(strict=True, reason=FLAGGED_ONE_MISREAD)),
+        ("Large", "0147"),
+    ],
+)
 def test_the_shipped_models_read_digits_drawn_in_several_strokes(
-    browser, shipped_app_url, model, record_property
+    browser, shipped_app_url, model, digits, record_property
 ):
     """The real models, chosen above the tabs, read a 0, 1, 4 and 7 drawn with the mouse."""
     manifest = json.loads((SHIPPED_MODELS_DIR / "manifest.json").read_text())
@@ -406,7 +419,8 @@ def test_the_shipped_models_read_digits_drawn_in_several_strokes(
         page.get_by_text(re.compile(f"embedding {emb_dim}, 4×4 patches")).wait_for()
         page.locator(SCRIPT_DONE).wait_for(state="attached")
         milliseconds = []
-        for i, (digit, strokes) in enumerate(DIGITS.items()):
+        for i, digit in enumerate(digits):
+            strokes = DIGITS[digit]
             if i:
                 canvas_button(page, "Clear").click()
                 expect(predicted_digit(page)).to_have_count(0)
@@ -418,7 +432,7 @@ def test_the_shipped_models_read_digits_drawn_in_several_strokes(
             expect(page.get_by_test_id("stException")).to_have_count(0)
             took = page.get_by_text(PREDICTION_TIME).inner_text()
             milliseconds.append(float(PREDICTION_TIME.search(took).group(1)))
-        screenshot(page, f"browser-shipped-{model.lower()}.png")
+        screenshot(page, f"browser-shipped-{model.lower()}-{digits}.png")
         shown = ", ".join(f"{ms:.1f}" for ms in milliseconds)
         record_property("measured", f"{model}: prediction time shown per digit (ms): {shown}")
     finally:
