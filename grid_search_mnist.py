@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     shipping.add_argument(
         "--only",
         choices=SHIPPED_NAMES,
-        help="with --ship or --robust: this model alone; the other's files and entry stay",
+        help="with --ship, --robust or --calibrate-shipped: this model (and its INT8 variant) "
+        "alone; the other's files and entry stay",
     )
     shipping.add_argument(
         "--init-from",

@@ -163,7 +163,8 @@ def calibrate_shipped_models(settings: GridSettings, run_one: RunFn | None = Non
 
     try:
         data = split_mnist(load_mnist(settings.data_dir), settings.val_size, settings.seed)
-        calibrate_shipped(settings.models_dir, data)
+        names = None if settings.only is None else [settings.only, f"{settings.only} INT8"]
+        calibrate_shipped(settings.models_dir, data, names)
     except (MnistDataError, ModelFileError, ValueError) as err:
         return refuse(err)
     print(f"updated {settings.models_dir / 'manifest.json'}")

@@ -145,13 +145,18 @@ def test_calibration(model: OnnxViT, data: DataSplits, temperature: float) -> di
     }
 
 
-def calibrate_shipped(models_dir: Path, data: DataSplits) -> dict[str, Calibration]:
-    """Fit every shipped model's temperature and decline rule; write them into the manifest."""
+def calibrate_shipped(
+    models_dir: Path, data: DataSplits, names: list[str] | None = None
+) -> dict[str, Calibration]:
+    """Fit the shipped models' (or the named ones') temperature and decline rule; write them
+    into the manifest."""
     manifest = load_manifest_json(models_dir)
     digits = ValidationInputs.make(_uint8(data.val_images), data.val_labels.numpy())
     non_digits = _pixels(validation_non_digits(data)).numpy()
     fitted = {}
     for name, entry in manifest["models"].items():
+        if names is not None and name not in names:
+            continue
         model = OnnxViT(models_dir / entry["file"])
         fit = fitted[name] = calibrate(model, digits, non_digits)
         entry["temperature"] = round(fit.temperature, 4)

@@ -96,7 +96,7 @@ class GridSettings:
 
 def settings_error(mode: Mode, settings: GridSettings) -> str | None:
     """What is contradictory or impossible in these settings, or None; checked before any work."""
-    if settings.only and mode not in (Mode.SHIP, Mode.ROBUST):
+    if settings.only and mode not in (Mode.SHIP, Mode.ROBUST, Mode.CALIBRATE_SHIPPED):
         return "--only and --init-from go with --ship (--only with --robust too)"
     if settings.init_from and mode is not Mode.SHIP:
         return "--init-from goes with --ship"
