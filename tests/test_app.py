@@ -47,6 +47,14 @@ def run_app() -> AppTest:
     return app
 
 
+def open_tab(app: AppTest, label: str) -> AppTest:
+    """Open a tab as a click does: only the open tab's content runs."""
+    app.session_state["tab"] = label
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
 def upload(app: AppTest, name: str, data: bytes, mime: str = "image/png") -> AppTest:
     app.radio(key="source").set_value("Upload an image").run()
     app.file_uploader[0].set_value((name, data, mime)).run()
@@ -211,7 +219,8 @@ def grid_tables(app: AppTest) -> tuple:
 
 def test_grid_search_tab_shows_the_shipped_models_apart_from_their_grid_runs(models_env):
     app = run_app()
-    grid_tab = app.tabs[1]
+    assert not app.tabs[1].dataframe and not app.tabs[1].get("vega_lite_chart")  # closed: not run
+    grid_tab = open_tab(app, "Grid search").tabs[1]
     shipped, runs = grid_tables(app)
     assert list(shipped["model"]) == ["Fast", "Large"]
     assert list(shipped["test_accuracy"]) == pytest.approx([90.0, 91.0])  # in percent, as shown
@@ -241,7 +250,7 @@ def test_grid_search_tab_draws_the_recorded_learning_curves(monkeypatch, tmp_pat
     ]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
-    app = run_app()
+    app = open_tab(run_app(), "Grid search")
     grid_tab = app.tabs[1]
     picker = grid_tab.multiselect(key="grid_curves")
     assert picker.options == ["vit-e16-h2-l2-m2", "vit-e8-h1-l1-m1"]  # the runs with curves
@@ -265,7 +274,7 @@ def test_extra_models_and_keys_in_the_manifest_are_served(monkeypatch, tmp_path,
     }
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
-    app = run_app()
+    app = open_tab(run_app(), "Grid search")
     assert app.segmented_control(key="model").options == ["Fast", "Large", "Fast INT8"]
     assert list(grid_tables(app)[1]["served"]) == ["Large", "Fast", ""]
     assert list(grid_tables(app)[0]["model"]) == ["Fast", "Large", "Fast INT8"]
@@ -277,7 +286,7 @@ def test_grid_search_tab_without_results_shows_a_note(monkeypatch, tmp_path, tin
     for name in ("manifest.json", "vit-fast.onnx", "vit-large.onnx"):
         (tmp_path / name).write_bytes((tiny_models_dir / name).read_bytes())
     monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
-    app = run_app()
+    app = open_tab(run_app(), "Grid search")
     assert any("No grid results yet" in info.value for info in app.tabs[1].info)
 
 

@@ -19,7 +19,7 @@ from custom_modules.serving.model import OnnxViT
 from custom_modules.serving.preprocess import preprocess_image
 from custom_modules.serving.upload import read_upload
 from explain_view import MOST_FAITHFUL
-from tests.test_app import APP, TIMEOUT_S, image_captions, seven_png, upload
+from tests.test_app import APP, TIMEOUT_S, image_captions, open_tab, seven_png, upload
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models"
@@ -144,7 +144,7 @@ def test_a_close_call_names_both_digits(monkeypatch, tiny):
 
 
 def test_the_error_analysis_tab_without_files_says_how_to_make_them(monkeypatch, tiny):
-    app = run_app(monkeypatch, tiny)
+    app = open_tab(run_app(monkeypatch, tiny), "Error analysis")
     assert [tab.label for tab in app.tabs][-1] == "Error analysis"
     assert any("vit-digits-error-analysis" in info for info in texts(app.tabs[-1].info))
 
@@ -152,7 +152,7 @@ def test_the_error_analysis_tab_without_files_says_how_to_make_them(monkeypatch,
 def test_the_error_analysis_tab_shows_confusion_reliability_and_mistakes(monkeypatch, tiny):
     with_error_analysis(tiny, "Fast")
     with_error_analysis(tiny, "Large")
-    app = run_app(monkeypatch, tiny)
+    app = open_tab(run_app(monkeypatch, tiny), "Error analysis")
     tab = app.tabs[-1]
     assert tab.selectbox(key="analysis_model").options == ["Fast", "Large"]
     assert len(tab.get("vega_lite_chart")) == 2  # confusion matrix, reliability diagram
@@ -169,4 +169,5 @@ def test_an_analysis_of_an_older_model_file_is_flagged_and_its_threshold_unused(
     app = upload(run_app(monkeypatch, tiny), "seven.png", seven_png())
     assert not any(NOT_A_DIGIT in warning for warning in texts(app.warning))  # not declined
     assert app.metric
+    open_tab(app, "Error analysis")
     assert any("earlier version of Fast's model file" in w for w in texts(app.tabs[-1].warning))
