@@ -5,6 +5,7 @@ logits are a fixed linear function of the ink in each 4x4 patch, so every probab
 checks is worked out by hand.
 """
 
+import functools
 import math
 from pathlib import Path
 
@@ -226,6 +227,27 @@ def test_signed_overlay_paints_for_green_and_against_magenta():
     assert image.shape == (112, 112, 3)
     green, magenta, untouched = image[0, 0], image[-1, -1], image[50, 50]
     assert green[1] > green[0] and magenta[0] > magenta[1] and not untouched.any()
+
+
+@pytest.mark.parametrize("size", [84, 112, 168, 224])
+def test_signed_overlay_is_the_blend_done_at_full_size(size):
+    """Blending at 28x28 and blowing up must give exactly the image blended pixel by pixel."""
+    rng = np.random.default_rng(size)
+    pixels = rng.integers(0, 256, (28, 28)).astype(np.uint8)
+    saliency = rng.normal(size=(7, 7)).astype(np.float32)
+    ones = functools.partial(np.ones, dtype=np.float32)
+    big = np.kron(saliency / np.abs(saliency).max(), ones((size // 7, size // 7)))[..., None]
+    grey = np.kron(pixels.astype(np.float32), ones((size // 28, size // 28)))[..., None]
+    green, magenta = np.float32([40, 230, 90]), np.float32([230, 60, 200])
+    colour = np.where(big >= 0, green, magenta)
+    alpha = np.abs(big) * np.float32(0.7)
+    expected = np.clip(np.rint(grey * (1 - alpha) + colour * alpha), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(signed_overlay(pixels, saliency, size), expected)
+
+
+def test_overlays_refuse_a_size_the_input_does_not_divide():
+    with pytest.raises(ValueError, match="multiple of 28"):
+        signed_overlay(np.zeros((28, 28), np.uint8), np.ones((7, 7)), size=100)
 
 
 # ------------------------------------------------------------------------ error analysis

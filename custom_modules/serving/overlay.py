@@ -16,6 +16,26 @@ def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
+GREEN = np.array([40.0, 230.0, 90.0], dtype=np.float32)  # for: attention, and what speaks for
+MAGENTA = np.array([230.0, 60.0, 200.0], dtype=np.float32)  # against
+
+
+def _blend(pixels: np.ndarray, weight: np.ndarray, colour: np.ndarray, size: int) -> np.ndarray:
+    """The grey input with `colour` laid over it at `weight` (a 7x7 map, per cell), size x size.
+
+    Blended at the input's own 28x28 resolution and blown up once, in uint8: the same image as
+    blending at full size (every value is constant on each pixel's block), 36x less arithmetic.
+    """
+    if size % IMAGE_SIZE:
+        raise ValueError(f"size must be a multiple of {IMAGE_SIZE}, got {size}")
+    cell = IMAGE_SIZE // weight.shape[0]
+    alpha = upscale_nearest(weight, cell)[..., None]  # (28, 28, 1)
+    colour = upscale_nearest(colour, cell) if colour.ndim == 3 else colour
+    grey = pixels.astype(np.float32)[..., None]
+    blended = np.clip(np.rint(grey * (1 - alpha) + colour * alpha), 0, 255).astype(np.uint8)
+    return upscale_nearest(blended, size // IMAGE_SIZE)
+
+
 def attention_overlay(
     pixels: np.ndarray, attention: np.ndarray, size: int = 224, opacity: float = 0.6
 ) -> np.ndarray:
@@ -26,15 +46,7 @@ def attention_overlay(
     attention = np.asarray(attention, dtype=np.float32)
     peak = float(attention.max())
     weight = attention / peak if peak > 0 else np.zeros_like(attention)
-    alpha = upscale_nearest(weight, size // attention.shape[0])[..., None] * opacity
-    grey = upscale_nearest(pixels.astype(np.float32), size // pixels.shape[0])[..., None]
-    green = np.array([40.0, 230.0, 90.0], dtype=np.float32)
-    blended = grey * (1 - alpha) + green * alpha
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-
-
-FOR_COLOUR = np.array([40.0, 230.0, 90.0], dtype=np.float32)  # green, as the attention maps
-AGAINST_COLOUR = np.array([230.0, 60.0, 200.0], dtype=np.float32)  # magenta
+    return _blend(pixels, weight * opacity, GREEN, size)
 
 
 def signed_overlay(
@@ -45,9 +57,5 @@ def signed_overlay(
     saliency = np.asarray(saliency, dtype=np.float32)
     peak = float(np.abs(saliency).max())
     weight = saliency / peak if peak > 0 else np.zeros_like(saliency)
-    weight = upscale_nearest(weight, size // saliency.shape[0])[..., None]
-    alpha = np.abs(weight) * opacity
-    colour = np.where(weight >= 0, FOR_COLOUR, AGAINST_COLOUR)
-    grey = upscale_nearest(pixels.astype(np.float32), size // pixels.shape[0])[..., None]
-    blended = grey * (1 - alpha) + colour * alpha
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    colour = np.where(weight[..., None] >= 0, GREEN, MAGENTA)  # (7, 7, 3)
+    return _blend(pixels, np.abs(weight) * opacity, colour, size)
