@@ -325,7 +325,7 @@ def predict_tab(model: OnnxViT, info: ModelInfo, source: str, stroke_width: int)
         show_probabilities(reading, judged)
     with seen_column:
         show_model_input(reading)
-    explain_view.show_maps(reading.pixels, reading.x, model, reading.prediction, judged)
+    explain_view.show_maps(reading.pixels, reading.x, model, reading.prediction, judged, info)
 
 
 # ------------------------------------------------------------------------------------ page

@@ -1,8 +1,9 @@
 """The app's explanations: the verdict (a digit, "not sure", "not a digit"), the maps that show
 cause, and the error-analysis tab. app.py calls these; torch-free like the rest of the app.
 
-The maps come in the order benchmarks/faithfulness.py measured them (docs/explanations.md):
-rollout first, then the occlusion maps, then the raw per-head attention.
+The map benchmarks/faithfulness.py measured most faithful for the model comes first (rollout or
+occlusion, from the manifest), then the other, then the raw per-head attention. Occlusion runs
+on every stroke only for models fast enough for it (serving/explain.occlusion_by_default).
 """
 
 import time
@@ -19,11 +20,13 @@ from custom_modules.serving.error_analysis import (
     load_error_analysis,
 )
 from custom_modules.serving.explain import (
+    OCCLUSION_BUDGET_US,
     Explanation,
     Verdict,
     explain,
     inked_patches,
     is_declined,
+    occlusion_by_default,
     verdict,
 )
 from custom_modules.serving.manifest import Manifest, ModelInfo
@@ -36,20 +39,12 @@ DIGIT_MAP_SIZE = 84
 GALLERY_SIZE = 84
 GALLERY_SHOWN = 60
 ROLLOUT_CAPTION = "attention rollout, all blocks"
-# The map benchmarks/faithfulness.py measured most faithful (deletion and insertion, MNIST and
-# drawn digits) for the models shipped in 4ec8507, shown first: occlusion for Fast, rollout for
-# Large (docs/explanations.md). INT8 variants were not measured and follow their model; any other
-# file gets rollout. Remeasure when models change.
-MOST_FAITHFUL = {
-    "vit-fast.onnx": "occlusion",
-    "vit-fast-int8.onnx": "occlusion",
-    "vit-large.onnx": "rollout",
-    "vit-large-int8.onnx": "rollout",
-}
 
 
-def most_faithful(model: OnnxViT) -> str:
-    return MOST_FAITHFUL.get(model.path.name, "rollout")
+def most_faithful(info: ModelInfo) -> str:
+    """The map benchmarks/faithfulness.py measured most faithful for this model (written into
+    the manifest by its --write-manifest); rollout for a model it has not measured."""
+    return info.extra.get("faithfulness", {}).get("most_faithful", "rollout")
 
 
 FAITHFUL_NOTE = " (most faithful here, see docs/explanations.md)"
@@ -130,36 +125,65 @@ def show_close_call(probabilities: np.ndarray, judged: Verdict) -> None:
 
 
 def show_maps(
-    pixels: np.ndarray, x: np.ndarray, model: OnnxViT, prediction: Prediction, judged: Verdict
+    pixels: np.ndarray,
+    x: np.ndarray,
+    model: OnnxViT,
+    prediction: Prediction,
+    judged: Verdict,
+    info: ModelInfo,
 ) -> None:
     """Every map, most faithful first; in an expander when the input was declined.
 
     The occlusions run here, after the prediction is on the page: the input's inked patches,
-    each blanked, in one batch."""
+    each blanked, in one batch; for a model too slow for that on every stroke, only when the
+    user turns them on."""
+    if judged.declined:
+        with st.expander("The maps anyway (for a drawing the model declined)"):
+            _maps(pixels, x, model, prediction, judged, info)
+    else:
+        _maps(pixels, x, model, prediction, judged, info)
+
+
+def _occlusion(x: np.ndarray, model: OnnxViT, prediction: Prediction, info: ModelInfo):
+    """The occlusions and a line on their cost, or None and a line on how to turn them on."""
+    patches = len(inked_patches(x))
+    if not st.toggle(
+        "Occlusion maps",
+        value=occlusion_by_default(info.onnx_p50_us),
+        key=f"occlusion-{info.name}",
+        help=f"Runs the model once more per inked patch. On by default for models whose 49 "
+        f"runs take at most {OCCLUSION_BUDGET_US / 1000:.0f} ms at their measured speed.",
+    ):
+        return None, (
+            f"Occlusion is off: it would run {info.name} {patches} more times on every stroke "
+            f"(about {patches * info.onnx_p50_us / 1000:.0f} ms at its measured speed). "
+            "Turn on **Occlusion maps** to see which patches made the answer."
+        )
     started = time.perf_counter()
     explanation = explain(model, x, prediction)
     milliseconds = (time.perf_counter() - started) * 1000
-    timing = (
-        f"Occlusion maps: {len(inked_patches(x))} inked patches blanked one at a time, run as "
-        f"one batch in {milliseconds:.1f} ms."
+    return explanation, (
+        f"Occlusion maps: {patches} inked patches blanked one at a time, run as one batch in "
+        f"{milliseconds:.1f} ms."
     )
-    if judged.declined:
-        with st.expander("The maps anyway (for a drawing the model declined)"):
-            _maps(pixels, explanation, judged, timing, most_faithful(model))
-    else:
-        _maps(pixels, explanation, judged, timing, most_faithful(model))
 
 
 def _maps(
-    pixels: np.ndarray, explanation: Explanation, judged: Verdict, timing: str, first: str
+    pixels: np.ndarray,
+    x: np.ndarray,
+    model: OnnxViT,
+    prediction: Prediction,
+    judged: Verdict,
+    info: ModelInfo,
 ) -> None:
-    digit, runner_up = judged.digit, judged.runner_up
-    prediction = explanation.prediction
+    digit = judged.digit
     st.subheader(f"Why its best guess is {digit}" if judged.declined else f"Why {digit}?")
+    explanation, timing = _occlusion(x, model, prediction, info)
     st.caption(timing)
+    first = most_faithful(info) if explanation is not None else "rollout"
     columns = st.columns(3)
     rollout_column, occlusion_column = columns[:2] if first == "rollout" else columns[1::-1]
-    note = {first: FAITHFUL_NOTE}
+    note = {first: FAITHFUL_NOTE} if explanation is not None else {}
     with rollout_column:
         st.image(
             attention_overlay(pixels, prediction.rollout[0], MAP_SIZE),
@@ -167,6 +191,20 @@ def _maps(
             width=MAP_SIZE,
         )
         st.caption(HOW_TO_READ["rollout"].format(note=note.get("rollout", "")))
+    if explanation is not None:
+        _occlusion_maps(pixels, explanation, judged, occlusion_column, columns[2], note)
+    _head_maps(pixels, prediction)
+
+
+def _occlusion_maps(
+    pixels: np.ndarray,
+    explanation: Explanation,
+    judged: Verdict,
+    occlusion_column,
+    contrast_column,
+    note: dict[str, str],
+) -> None:
+    digit, runner_up = judged.digit, judged.runner_up
     with occlusion_column:
         occlusion = explanation.occlusion(digit)
         st.image(
@@ -175,7 +213,7 @@ def _maps(
             width=MAP_SIZE,
         )
         st.caption(HOW_TO_READ["occlusion"].format(digit=digit, note=note.get("occlusion", "")))
-    with columns[2]:
+    with contrast_column:
         if judged.contrast_shown:
             contrast = explanation.contrast(digit, runner_up)
             st.image(
@@ -201,6 +239,9 @@ def _maps(
                     caption=f"p({other}) {explanation.probabilities[other]:.0%}",
                     width=DIGIT_MAP_SIZE,
                 )
+
+
+def _head_maps(pixels: np.ndarray, prediction: Prediction) -> None:
     st.markdown(HOW_TO_READ["heads"])
     for block, attention in enumerate(prediction.cls_attentions):
         with st.container(horizontal=True, gap="small"):

@@ -32,10 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from baseline import BASELINE, baseline_worktree
 from playwright.sync_api import Frame, Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
-BASELINE = "3cfcb59"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 VIEWPORT = {"width": 1400, "height": 1200}
@@ -310,28 +310,20 @@ def main() -> None:
     # a plain kill (SIGTERM) cleans up like Ctrl-C
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     processes: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory(prefix="browser-latency-") as tmp:
-        worktree = Path(tmp) / "baseline"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(worktree), BASELINE],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            run(args, worktree, Path(tmp), processes)
-        except KeyboardInterrupt:
-            print("\ninterrupted: stopping the servers and removing the worktree", file=sys.stderr)
-            sys.exit(130)
-        finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop this
-            for process in processes:
-                stop(process)
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)],
-                check=False,
-                capture_output=True,
-            )
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="browser-latency-") as logs,
+            baseline_worktree() as tree,
+        ):
+            try:
+                run(args, tree, Path(logs), processes)
+            finally:  # the servers stop before their worktree goes
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop this
+                for process in processes:
+                    stop(process)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the servers stopped and the worktree removed", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

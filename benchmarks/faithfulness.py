@@ -15,6 +15,11 @@ and place (benchmarks/canvas_digits.py) and preprocessed as the app does.
 
     python benchmarks/faithfulness.py --data-dir ../shared/data/mnist
     python benchmarks/faithfulness.py --data-dir ../shared/data/mnist --models Fast --n 100
+    python benchmarks/faithfulness.py --data-dir ../shared/data/mnist --write-manifest
+
+With --write-manifest each measured model's manifest entry (and its INT8 variant's) gets the
+scores and `most_faithful`: the map, of rollout and occlusion, with the larger insertion area
+minus deletion area summed over both sets. The app shows that map first.
 
 Note: occlusion is scored with the same operation (blanking) that deletion uses, which favours
 it on deletion; insertion starts from the other end (a blank input) and is the fairer test.
@@ -35,7 +40,7 @@ from custom_modules.serving.explain import (
     insertion_inputs,
     patch_ranking,
 )
-from custom_modules.serving.manifest import read_manifest
+from custom_modules.serving.manifest import load_manifest_json, read_manifest, write_manifest
 from custom_modules.serving.model import OnnxViT
 from custom_modules.serving.preprocess import preprocess_image
 from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist
@@ -45,6 +50,15 @@ from canvas_digits import redraw_on_canvas  # noqa: E402
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MAPS = ("raw CLS attention", "rollout", "occlusion", "random")
+SHOWN_FIRST = ("rollout", "occlusion")  # the maps the app can put first
+
+
+def most_faithful(table: dict[str, dict[str, tuple[float, float]]]) -> str:
+    """Of SHOWN_FIRST, the map with the largest insertion - deletion area over every set."""
+    return max(
+        SHOWN_FIRST,
+        key=lambda name: sum(ins - dele for dele, ins in (t[name] for t in table.values())),
+    )
 
 
 def saliency_maps(model: OnnxViT, x: np.ndarray) -> tuple[int, dict[str, np.ndarray | None]]:
@@ -104,6 +118,11 @@ def main() -> int:
     parser.add_argument("--models", nargs="*", help="model names (default: every fp32 model)")
     parser.add_argument("--n", type=int, default=300, help="digits per set")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--write-manifest",
+        action="store_true",
+        help="record the scores and the most faithful map in the models' manifest entries",
+    )
     args = parser.parse_args()
 
     sets = digit_sets(args.data_dir, args.n, args.seed)
@@ -117,11 +136,12 @@ def main() -> int:
     header = f"| {'model':<6} | {'digits':<16} | {'map':<17} | deletion ↓ | insertion ↑ |"
     print(header)
     print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    measured = {}
     for name in names:
         model = OnnxViT.from_info(infos[name])  # calibrated, as the app serves it
         for set_name, inputs in sets.items():
             started = time.perf_counter()
-            table = scores(model, inputs, args.seed)
+            table = measured.setdefault(name, {})[set_name] = scores(model, inputs, args.seed)
             for map_name, (deletion, insertion) in table.items():
                 print(
                     f"| {name:<6} | {set_name:<16} | {map_name:<17} | {deletion:>10.3f} | "
@@ -129,7 +149,35 @@ def main() -> int:
                 )
             seconds = time.perf_counter() - started
             print(f"({name}, {set_name}: {len(inputs)} digits, {seconds:.0f} s)", file=sys.stderr)
+        print(
+            f"{name}: most faithful of {' and '.join(SHOWN_FIRST)}: {most_faithful(measured[name])}"
+        )
+    if args.write_manifest:
+        write_faithfulness(args, measured)
     return 0
+
+
+def write_faithfulness(args: argparse.Namespace, measured: dict[str, dict]) -> None:
+    """Each measured model's scores and most faithful map into its manifest entry; an INT8
+    variant gets its model's (it was not measured)."""
+    manifest = load_manifest_json(args.models_dir)
+    for name, table in measured.items():
+        record = {
+            "n": args.n,
+            "seed": args.seed,
+            "deletion_insertion": {
+                set_name: {m: [round(d, 4), round(i, 4)] for m, (d, i) in rows.items()}
+                for set_name, rows in table.items()
+            },
+            "most_faithful": most_faithful(table),
+        }
+        for entry_name, entry in manifest["models"].items():
+            if entry_name == name:
+                entry["faithfulness"] = record
+            elif entry.get("int8_of") == name:
+                entry["faithfulness"] = {"most_faithful": record["most_faithful"], "of": name}
+    write_manifest(args.models_dir, manifest)
+    print(f"recorded in {args.models_dir / 'manifest.json'}")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ prediction and occlusion in one batch + every map the app draws), with their rat
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -22,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from baseline import BASELINE, baseline_worktree
 
 from custom_modules.contract import INPUT_NAME
 from custom_modules.export.latency import random_pixels, time_calls, time_interleaved, torch_threads
 from custom_modules.export.onnx_export import ExportedViT
 from custom_modules.export.variants import fuse_transformer_ops, max_difference, quantize_int8
 from custom_modules.serving.errors import ModelFileError
-from custom_modules.serving.explain import explain, inked_patches
+from custom_modules.serving.explain import explain, inked_patches, occlusion_by_default
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT, onnx_session
 from custom_modules.serving.overlay import (
@@ -145,60 +148,131 @@ def sample_drawing() -> np.ndarray:
 INPUT_SIZE, MAP_SIZE, HEAD_SIZE, DIGIT_MAP_SIZE = 224, 168, 112, 84
 
 
-def app_path_before(model: OnnxViT, drawing: np.ndarray) -> None:
-    """The app before the explanations: preprocess, predict, the input and attention overlays."""
+def app_path_now(model: OnnxViT, drawing: np.ndarray, occlude: bool) -> None:
+    """The app now: the prediction, every map it draws and, when `occlude`, the occlusions in
+    one batch with their maps."""
     x = preprocess_image(drawing)
     prediction = model.predict_with_rollout(x)
     pixels = as_uint8(x)
     upscale_nearest(pixels, INPUT_SIZE // 28)
     attention_overlay(pixels, prediction.rollout[0], MAP_SIZE)
+    if occlude:
+        explanation = explain(model, x, prediction)
+        first, second = explanation.ranked[:2]
+        signed_overlay(pixels, explanation.occlusion(first), MAP_SIZE)
+        signed_overlay(pixels, explanation.contrast(first, second), MAP_SIZE)
+        for digit in range(10):
+            signed_overlay(pixels, explanation.occlusion(digit), DIGIT_MAP_SIZE)
     for attention in prediction.cls_attentions:
         for head_map in attention[0]:
             attention_overlay(pixels, head_map, HEAD_SIZE)
 
 
-def app_path_now(model: OnnxViT, drawing: np.ndarray) -> None:
-    """The app now: the prediction, then the occlusions in one batch, and every map it draws."""
+# The app path at BASELINE, run by that commit's own code and model files in a second
+# interpreter (its package has the same name as this one): preprocess, predict with the
+# rollout, the input blown up, the rollout and every head's map as overlays.
+BASELINE_PATH = """
+import json, sys, time
+import numpy as np
+sys.path.insert(0, ".")
+from custom_modules.inference import (
+    OnnxViT, attention_overlay, preprocess_image, to_pixels, upscale_nearest)
+
+model, drawing = OnnxViT(sys.argv[1]), np.load(sys.argv[2])
+
+def app_path():
     x = preprocess_image(drawing)
     prediction = model.predict_with_rollout(x)
-    explanation = explain(model, x, prediction)
-    pixels = as_uint8(x)
-    upscale_nearest(pixels, INPUT_SIZE // 28)
-    attention_overlay(pixels, prediction.rollout[0], MAP_SIZE)
-    first, second = explanation.ranked[:2]
-    signed_overlay(pixels, explanation.occlusion(first), MAP_SIZE)
-    signed_overlay(pixels, explanation.contrast(first, second), MAP_SIZE)
-    for digit in range(10):
-        signed_overlay(pixels, explanation.occlusion(digit), DIGIT_MAP_SIZE)
+    pixels = to_pixels(x)
+    upscale_nearest(pixels, 224 // 28)
+    attention_overlay(pixels, prediction.rollout[0], 168)
     for attention in prediction.cls_attentions:
         for head_map in attention[0]:
-            attention_overlay(pixels, head_map, HEAD_SIZE)
+            attention_overlay(pixels, head_map, 112)
+
+for line in sys.stdin:
+    times = []
+    for _ in range(int(line)):
+        start = time.perf_counter()
+        app_path()
+        times.append(time.perf_counter() - start)
+    print(json.dumps(times), flush=True)
+"""
 
 
-def measure_app_path(path: Path, args) -> tuple[float, float, int]:
-    """p50 (µs) of the app path before and now, timed in turns; the drawing's inked patches."""
+class BaselineAppPath:
+    """BASELINE's app path for one of its model files, timed in its own interpreter."""
+
+    def __init__(self, tree: Path, model_file: str, drawing_file: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", BASELINE_PATH, str(tree / "models" / model_file), drawing_file],
+            cwd=tree,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def time_calls(self, n_calls: int) -> np.ndarray:
+        self.process.stdin.write(f"{n_calls}\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {BASELINE} app path stopped (exit {self.process.wait()})")
+        return np.array(json.loads(line))
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def measure_app_path(
+    path: Path, baseline: BaselineAppPath, drawing: np.ndarray, args
+) -> dict[str, float]:
+    """p50 (µs) of the app path at BASELINE and now, with and without the occlusions, the three
+    taking turns `args.rounds` times."""
     model = OnnxViT(path)
+    runs = {
+        "before": baseline.time_calls,
+        "occlusion": lambda n: time_calls(lambda: app_path_now(model, drawing, True), n, 0),
+        "no occlusion": lambda n: time_calls(lambda: app_path_now(model, drawing, False), n, 0),
+    }
+    for run in runs.values():
+        run(args.warmup)  # warm-up, not kept
+    times: dict[str, list[np.ndarray]] = {label: [] for label in runs}
+    per_round = max(1, args.calls // args.rounds)
+    for round_index in range(args.rounds):
+        for label in np.roll(list(runs), round_index):
+            times[label].append(runs[label](per_round))
+    return {label: stats(np.concatenate(chunks))[0] for label, chunks in times.items()}
+
+
+def print_app_paths(models: list[tuple[str, Path, bool]], args) -> None:
+    """The app path now against BASELINE's, for each (name, file, occluded unasked) model that
+    BASELINE also shipped."""
     drawing = sample_drawing()
-    times = time_interleaved(
-        {
-            "before": lambda: app_path_before(model, drawing),
-            "now": lambda: app_path_now(model, drawing),
-        },
-        args.calls,
-        args.rounds,
-        args.warmup,
-    )
     patches = len(inked_patches(preprocess_image(drawing)))
-    return stats(times["before"])[0], stats(times["now"])[0], patches
-
-
-def print_app_path(name: str, path: Path, args) -> None:
-    before, now, patches = measure_app_path(path, args)
-    print(
-        f"{name}: app path p50 {before / 1000:.2f} ms before the explanations (preprocess + "
-        f"predict + overlays), {now / 1000:.2f} ms now (+ {patches} occluded inputs in one "
-        f"batch + their maps): {now / before:.2f}x"
-    )
+    with baseline_worktree() as tree, tempfile.TemporaryDirectory() as tmp:
+        drawing_file = Path(tmp) / "drawing.npy"
+        np.save(drawing_file, drawing)
+        old_files = read_manifest(tree / "models").models
+        for name, path, occluded_unasked in models:
+            if name not in old_files:
+                print(f"{name}: no app path to compare with ({BASELINE} shipped no {name})")
+                continue
+            baseline = BaselineAppPath(tree, old_files[name].path.name, drawing_file)
+            try:
+                p50 = measure_app_path(path, baseline, drawing, args)
+            finally:
+                baseline.close()
+            served = "occlusion" if occluded_unasked else "no occlusion"
+            print(
+                f"{name}: app path p50 at {BASELINE} {p50['before'] / 1000:.2f} ms (preprocess + "
+                f"predict + attention overlays, its own code); now, as served "
+                f"({'occlusion on' if occluded_unasked else 'occlusion off until asked'}) "
+                f"{p50[served] / 1000:.2f} ms: {p50[served] / p50['before']:.2f}x; with "
+                f"{patches} occluded inputs in one batch and their maps "
+                f"{p50['occlusion'] / 1000:.2f} ms: {p50['occlusion'] / p50['before']:.2f}x"
+            )
 
 
 def main() -> int:
@@ -206,8 +280,11 @@ def main() -> int:
     all_threads = os.cpu_count() or 1
     if args.app_path_only:
         print(f"onnxruntime {ort.__version__}; {args.calls} calls each, in {args.rounds} turns")
-        for name, info in read_manifest(MODELS_DIR).models.items():
-            print_app_path(name, info.path, args)
+        models = read_manifest(MODELS_DIR).models
+        print_app_paths(
+            [(n, info.path, occlusion_by_default(info.onnx_p50_us)) for n, info in models.items()],
+            args,
+        )
         return 0
     one, many = random_pixels(1), random_pixels(args.throughput_batch, seed=1)
     print(
@@ -251,7 +328,7 @@ def main() -> int:
                         f"{runtime:<40} {threads:>7} {r['p50']:>8.0f} {r['p90']:>8.0f} "
                         f"{r['images_per_s']:>8.0f} {base['p50'] / r['p50']:>7.2f}x"
                     )
-        print_app_path(name, onnx_path, args)
+        print_app_paths([(name, onnx_path, True)], args)
     return 0
 
 

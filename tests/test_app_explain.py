@@ -15,10 +15,10 @@ from streamlit.testing.v1 import AppTest
 
 from custom_modules.serving.error_analysis import artifact_path, build_error_analysis
 from custom_modules.serving.explain import verdict
+from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT
 from custom_modules.serving.preprocess import preprocess_image
 from custom_modules.serving.upload import read_upload
-from explain_view import MOST_FAITHFUL
 from tests.test_app import APP, TIMEOUT_S, image_captions, open_tab, seven_png, upload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +92,8 @@ def test_a_drawn_seven_gets_the_digit_and_the_maps_that_explain_it(monkeypatch):
     assert "Why 7?" in texts(app.subheader)
     captions = image_captions(app)
     first_maps = [c for c in captions if c.startswith(("attention rollout", "occlusion", "why "))]
-    measured = MOST_FAITHFUL["vit-fast.onnx"]  # the app's first model
+    fast = read_manifest(SHIPPED).models["Fast"]  # the app's first model
+    measured = fast.extra.get("faithfulness", {}).get("most_faithful", "rollout")
     first = "attention rollout" if measured == "rollout" else "occlusion, p(7)"
     assert first_maps[0].startswith(first)  # the most faithful first
     assert any(c.startswith("occlusion, p(7): largest drop ") for c in captions)
@@ -102,6 +103,29 @@ def test_a_drawn_seven_gets_the_digit_and_the_maps_that_explain_it(monkeypatch):
     how_to_read = " ".join(texts(app.caption) + texts(app.markdown))
     for name in ("Rollout", "Occlusion", "Raw attention per head"):
         assert f"**{name}**" in how_to_read
+
+
+def test_occlusion_of_a_slow_model_waits_for_the_user_to_turn_it_on(monkeypatch, tiny):
+    slow = models_copy(tiny, tiny.parent / "slow", onnx_p50_us=1000.0)  # 49 runs: 49 ms
+    app = upload(run_app(monkeypatch, slow), "seven.png", seven_png())
+    toggle = app.toggle(key="occlusion-Fast")
+    assert toggle.value is False
+    assert any("Occlusion is off" in caption for caption in texts(app.caption))
+    assert not any(c.startswith(("occlusion", "why ")) for c in image_captions(app))
+    assert "attention rollout, all blocks" in image_captions(app)
+    toggle.set_value(True).run()
+    assert any(c.startswith("occlusion, p(") for c in image_captions(app))
+    assert not any("Occlusion is off" in caption for caption in texts(app.caption))
+
+
+def test_the_map_measured_most_faithful_comes_first(monkeypatch, tiny):
+    for first, caption in (("occlusion", "occlusion, p("), ("rollout", "attention rollout")):
+        folder = models_copy(
+            tiny, tiny.parent / first, faithfulness={"most_faithful": first}, onnx_p50_us=1.0
+        )
+        app = upload(run_app(monkeypatch, folder), "seven.png", seven_png())
+        maps = [c for c in image_captions(app) if c.startswith(("attention rollout", "occlusion"))]
+        assert maps[0].startswith(caption), maps
 
 
 @pytest.mark.parametrize("rule", ["serving API", "provisional"])

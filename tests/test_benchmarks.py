@@ -1,14 +1,32 @@
 """The benchmark scripts run end to end and print their tables (few calls: no figure is checked)."""
 
+import importlib.util
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from custom_modules.serving.manifest import read_manifest
 from tests.test_pipeline import synthetic_mnist, write_mnist_folder
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def benchmark(name: str):
+    """benchmarks/<name>.py as a module (benchmarks/ is a folder of scripts)."""
+    path = ROOT / "benchmarks" / f"{name}.py"
+    if str(path.parent) not in sys.path:  # its sibling modules, as when it runs as a script
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+most_faithful = benchmark("faithfulness").most_faithful
 
 
 def run_script(*args: str) -> str:
@@ -38,3 +56,41 @@ def test_the_training_benchmark_prints_the_ratio_for_both_configurations(tmp_pat
     assert "baseline: fp32, written-out attention" in out
     for config in ("smallest", "largest"):
         assert f"{config}: fast path" in out and "the baseline's images/s" in out
+
+
+@pytest.mark.slow
+def test_the_faithfulness_benchmark_records_the_map_to_show_first(tmp_path, tiny_models_dir):
+    """Its table for every fp32 model; --write-manifest gives each entry (its INT8 variant too)
+    the scores and a most faithful map, which the app reads."""
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models)
+    manifest = json.loads((models / "manifest.json").read_text())
+    manifest["models"]["Fast INT8"] = {**manifest["models"]["Fast"], "int8_of": "Fast"}
+    (models / "manifest.json").write_text(json.dumps(manifest))
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist(n_train=100))
+    args = ["--data-dir", str(data_dir), "--models-dir", str(models), "--n", "4"]
+    out = run_script("benchmarks/faithfulness.py", *args, "--write-manifest")
+    assert out.count("| occlusion ") == 4  # 2 models x 2 sets
+    infos = read_manifest(models).models
+    for name in ("Fast", "Large"):
+        record = infos[name].extra["faithfulness"]
+        assert record["most_faithful"] == most_faithful(
+            {
+                s: {m: tuple(v) for m, v in rows.items()}
+                for s, rows in record["deletion_insertion"].items()
+            }
+        )
+    assert (
+        infos["Fast INT8"].extra["faithfulness"]["most_faithful"]
+        == (infos["Fast"].extra["faithfulness"]["most_faithful"])
+    )
+
+
+def test_the_most_faithful_map_has_the_largest_insertion_minus_deletion():
+    table = {
+        "MNIST test": {"rollout": (0.3, 0.8), "occlusion": (0.2, 0.85)},  # occlusion +0.15
+        "drawn on canvas": {"rollout": (0.1, 0.9), "occlusion": (0.4, 0.8)},  # rollout +0.4
+    }
+    assert most_faithful(table) == "rollout"
+    table["drawn on canvas"]["occlusion"] = (0.1, 0.95)
+    assert most_faithful(table) == "occlusion"

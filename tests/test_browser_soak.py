@@ -13,6 +13,7 @@ Drawing and seeing the prediction use the instruments of `benchmarks/browser_lat
 import contextlib
 import importlib.util
 import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,8 @@ FOUR = [[(150, 40), (70, 170), (210, 170)], [(165, 95), (165, 250)]]  # two stro
 def load_benchmark():
     """benchmarks/browser_latency.py as a module (benchmarks/ is a folder of scripts)."""
     path = ROOT / "benchmarks" / "browser_latency.py"
+    if str(path.parent) not in sys.path:  # its sibling modules, as when it runs as a script
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("browser_latency", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

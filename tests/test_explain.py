@@ -23,6 +23,7 @@ from custom_modules.serving.error_analysis import (
     load_error_analysis,
 )
 from custom_modules.serving.explain import (
+    OCCLUSION_BUDGET_US,
     curve_area,
     deletion_inputs,
     explain,
@@ -30,6 +31,7 @@ from custom_modules.serving.explain import (
     insertion_inputs,
     is_declined,
     occluded,
+    occlusion_by_default,
     patch_ranking,
     verdict,
 )
@@ -227,6 +229,11 @@ def test_signed_overlay_paints_for_green_and_against_magenta():
     assert image.shape == (112, 112, 3)
     green, magenta, untouched = image[0, 0], image[-1, -1], image[50, 50]
     assert green[1] > green[0] and magenta[0] > magenta[1] and not untouched.any()
+
+
+def test_occlusion_runs_unasked_only_when_its_49_runs_fit_the_budget():
+    per_run = OCCLUSION_BUDGET_US / 49
+    assert occlusion_by_default(per_run) and not occlusion_by_default(per_run * 1.01)
 
 
 @pytest.mark.parametrize("size", [84, 112, 168, 224])

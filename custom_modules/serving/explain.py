@@ -29,6 +29,13 @@ from custom_modules.serving.model import OnnxViT, Prediction
 N_PATCHES = GRID_SIZE * GRID_SIZE
 RUNNER_UP_SHOWN = 0.05  # a runner-up this probable gets its "why A and not B" map
 CLOSE_CALL_RATIO = 0.5  # the runner-up has at least half the winner's probability: "not sure"
+OCCLUSION_BUDGET_US = 10_000  # the most the app spends on occlusion per stroke, unasked
+
+
+def occlusion_by_default(onnx_p50_us: float) -> bool:
+    """Whether the app occludes on every stroke without being asked: all 49 patches at the
+    model's measured batch-1 latency (the manifest's `onnx_p50_us`) fit OCCLUSION_BUDGET_US."""
+    return N_PATCHES * onnx_p50_us <= OCCLUSION_BUDGET_US
 
 
 @cache
