@@ -83,32 +83,25 @@ def make_sets(data_dir: Path, n: int, seed: int) -> dict[str, InputSet]:
     }
 
 
-def read_all(model: OnnxViT, pixels: np.ndarray, batch: int = 500):
-    """Calibrated probabilities (N, 10) and the declined flags (N,), in batches."""
-    parts = [model.classify(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
-    return np.concatenate([p.probabilities for p in parts]), np.concatenate(
-        [p.declined for p in parts]
-    )
-
-
 def measure(model: OnnxViT, sets: dict[str, InputSet]) -> dict[str, float]:
     """Every figure of the table for one model."""
     figures = {}
     test = sets["MNIST test"]
-    probabilities, _ = read_all(model, test.pixels)
+    probabilities = model.classify(test.pixels).probabilities
     figures["mnist_accuracy"] = float((probabilities.argmax(1) == test.labels).mean())
     figures["mnist_ece"] = expected_calibration_error(probabilities, test.labels)
     figures["mnist_nll"] = negative_log_likelihood(probabilities, test.labels)
     for name in DIGIT_SETS:
         inputs = sets[name]
-        probabilities, declined = read_all(model, inputs.pixels)
+        reading = model.classify(inputs.pixels)
+        probabilities, declined = reading.probabilities, reading.declined
         right = (probabilities.argmax(1) == inputs.labels) & inputs.usable
         figures[f"{name}_accuracy"] = float((right & ~declined).mean())
         if name == "drawn":
             figures["drawn_correct_declined"] = float(declined[right].mean())
-    probabilities, declined = read_all(model, sets["non-digits"].pixels)
-    figures["non_digits_declined"] = float(declined.mean())
-    figures["non_digits_sure"] = float((probabilities.max(1) >= 0.9).mean())
+    non_digits = model.classify(sets["non-digits"].pixels)
+    figures["non_digits_declined"] = float(non_digits.declined.mean())
+    figures["non_digits_sure"] = float((non_digits.probabilities.max(1) >= 0.9).mean())
     return figures
 
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from custom_modules.serving.errors import ModelFileError
 from custom_modules.serving.manifest import read_manifest
-from custom_modules.serving.model import OnnxViT, softmax
+from custom_modules.serving.model import RUN_BATCH, OnnxViT, softmax
 from custom_modules.serving.overlay import as_uint8, attention_overlay, upscale_nearest
 from custom_modules.serving.preprocess import preprocess_image
 from custom_modules.serving.upload import WORKING_PIXELS, UploadError, read_upload
@@ -321,6 +321,19 @@ def test_predict_matches_onnxruntime_directly(model, batch, tiny_model_path):
     np.testing.assert_allclose(prediction.rollout, rollout, atol=1e-6)
     probabilities, cls_attentions = model.predict(batch)
     np.testing.assert_array_equal(probabilities, prediction.probabilities)
+
+
+def test_many_inputs_are_run_in_batches_with_the_same_logits(model, tiny_model_path):
+    session = ort.InferenceSession(str(tiny_model_path), providers=["CPUExecutionProvider"])
+    many = np.random.default_rng(0).random((RUN_BATCH * 2 + 7, 1, 28, 28), dtype=np.float32)
+    expected = np.concatenate([session.run(None, {"input": row[None]})[0] for row in many])
+    np.testing.assert_allclose(model.predict_logits(many), expected, atol=1e-5)
+    classified = model.classify(many)
+    assert classified.probabilities.shape == (len(many), 10) and classified.declined.shape == (
+        len(many),
+    )
+    with pytest.raises(ValueError, match="expected a"):
+        model.predict_logits(many[:, 0])
 
 
 def test_softmax_is_stable_for_huge_logits():

@@ -88,22 +88,16 @@ class Calibration:
     val_non_digits_declined: float
 
 
-def logits_of(model: OnnxViT, pixels: np.ndarray, batch: int = 500) -> np.ndarray:
-    return np.concatenate(
-        [model.predict_logits(pixels[i : i + batch]) for i in range(0, len(pixels), batch)]
-    )
-
-
 def calibrate(
     model: OnnxViT, digits: ValidationInputs, non_digits: np.ndarray, rate: float = DECLINED_DIGITS
 ) -> Calibration:
     """Fit the temperature and the decline rule on validation digits; report on non-digits."""
-    logits = logits_of(model, digits.pixels)
+    logits = model.predict_logits(digits.pixels)
     mnist = digits.kinds == "mnist"
     temperature = fit_temperature(logits[mnist], digits.labels[mnist])
     after = softmax(logits / temperature)
     threshold = decline_threshold(after, digits.labels, rate)
-    non_digit = softmax(logits_of(model, non_digits) / temperature)
+    non_digit = softmax(model.predict_logits(non_digits) / temperature)
     before, labels = softmax(logits[mnist]), digits.labels[mnist]
     return Calibration(
         temperature=temperature,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from custom_modules.export.calibrate import Calibration, ValidationInputs, calibrate, logits_of
+from custom_modules.export.calibrate import Calibration, ValidationInputs, calibrate
 from custom_modules.export.onnx_export import export_onnx
 from custom_modules.grid.shipping import ShippedModel, read_shipped, ship_models
 from custom_modules.serving.calibration import expected_calibration_error, negative_log_likelihood
@@ -134,7 +134,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
 
 def test_calibration(model: OnnxViT, data: DataSplits, temperature: float) -> dict[str, float]:
     """ECE and NLL on MNIST's test set as it is, before and after the temperature (reported)."""
-    logits = logits_of(model, data.test_images.numpy())
+    logits = model.predict_logits(data.test_images.numpy())
     labels = data.test_labels.numpy()
     before, after = softmax(logits), softmax(logits / temperature)
     return {

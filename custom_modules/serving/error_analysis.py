@@ -23,7 +23,6 @@ from custom_modules.serving.model import OnnxViT
 
 DECLINE_QUANTILE = 0.01  # provisional: 1 % of the validation digits fall below the threshold
 GALLERY_MAX = 200  # wrong test digits kept (all of them for today's models)
-BATCH = 500
 RELIABILITY_KEYS = ("low", "high", "count", "confidence", "accuracy")
 
 
@@ -112,13 +111,6 @@ def as_inputs(images: np.ndarray) -> np.ndarray:
     return (np.asarray(images, dtype=np.float32) / PIXEL_MAX)[:, None]
 
 
-def probabilities_of(model: OnnxViT, images: np.ndarray) -> np.ndarray:
-    """(N, 10) probabilities of (N, 28, 28) uint8 digits, in batches."""
-    return np.concatenate(
-        [model.predict(as_inputs(images[i : i + BATCH]))[0] for i in range(0, len(images), BATCH)]
-    )
-
-
 def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     np.add.at(confusion, (np.asarray(labels), np.asarray(predicted)), 1)
@@ -129,7 +121,7 @@ def decline_threshold(model: OnnxViT, val_images: np.ndarray | None) -> float:
     """PROVISIONAL: the DECLINE_QUANTILE quantile of the validation digits' top probability."""
     if val_images is None or not len(val_images):
         return float("nan")
-    confidence = probabilities_of(model, val_images).max(axis=1)
+    confidence = model.classify(as_inputs(val_images)).probabilities.max(axis=1)
     return float(np.quantile(confidence, DECLINE_QUANTILE))
 
 
@@ -143,7 +135,7 @@ def build_error_analysis(
 ) -> ErrorAnalysis:
     """Analyse `model` on (N, 28, 28) uint8 `images` with their `labels`."""
     labels = np.asarray(labels, dtype=np.int64)
-    probabilities = probabilities_of(model, images)
+    probabilities = model.classify(as_inputs(images)).probabilities
     predicted = probabilities.argmax(axis=1)
     confidence = probabilities.max(axis=1)
     wrong = np.flatnonzero(predicted != labels)

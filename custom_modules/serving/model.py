@@ -83,6 +83,19 @@ def _count_blocks(path: Path, session: ort.InferenceSession) -> int:
     return n_layers
 
 
+RUN_BATCH = 500  # inputs per ONNX Runtime run when only the logits are kept
+
+
+def _checked(x: np.ndarray) -> np.ndarray:
+    """(N, 1, 28, 28) float pixels as the graph takes them: contiguous float32."""
+    if not isinstance(x, np.ndarray) or x.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
+        shape = getattr(x, "shape", type(x).__name__)
+        raise ValueError(f"expected a (N, 1, 28, 28) array, got {shape}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"expected a float array, got dtype {x.dtype}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 class OnnxViT:
     """An exported ViT in an ONNX Runtime session; `predict` is safe to call from many threads.
 
@@ -138,20 +151,22 @@ class OnnxViT:
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         """All outputs for (N, 1, 28, 28) pixels in [0, 1] (what `preprocess_image` returns)."""
-        if not isinstance(x, np.ndarray) or x.shape[1:] != (1, IMAGE_SIZE, IMAGE_SIZE):
-            shape = getattr(x, "shape", type(x).__name__)
-            raise ValueError(f"expected a (N, 1, 28, 28) array, got {shape}")
-        if not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"expected a float array, got dtype {x.dtype}")
-        return self._session.run(None, {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})
+        return self._session.run(None, {INPUT_NAME: _checked(x)})
 
     def _classification(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         probabilities = softmax(logits / self.temperature)
         return probabilities, probabilities.max(axis=-1) < self.decline_below
 
     def predict_logits(self, x: np.ndarray) -> np.ndarray:
-        """The raw logits (N, 10), before the temperature: for fitting and measuring it."""
-        return self._run(x)[0]
+        """The raw logits (N, 10), before the temperature: for fitting and measuring it.
+
+        Any N: run RUN_BATCH inputs at a time, since each run also returns the attentions."""
+        x = _checked(x)
+        if len(x) <= RUN_BATCH:
+            return self._run(x)[0]
+        return np.concatenate(
+            [self._run(x[i : i + RUN_BATCH])[0] for i in range(0, len(x), RUN_BATCH)]
+        )
 
     def classify(self, x: np.ndarray) -> Classification:
         """Calibrated probabilities and the declined flags for (N, 1, 28, 28) pixels."""
