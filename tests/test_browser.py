@@ -391,8 +391,8 @@ def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, t
 
 
 FLAGGED_ONE_MISREAD = (
-    "the robust Fast of 4ec8507 reads this 1, its long flag drawn first, as a 7; the Fast before "
-    "it read it as a 1 (models/README.md, the models issue's closing note)"
+    "the robust Fast (4 and 8 epochs alike) reads this 1, its long flag drawn first, as a 7; the "
+    "Fast before it read it as a 1 (models/README.md)"
 )
 
 

@@ -167,13 +167,6 @@ def test_a_smiley_is_not_a_digit_and_the_details_stay_in_expanders(page):
     screenshot(page, "declined.png", page.get_by_role("tab").first, why)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "a known failure of the Fast shipped on 2026-11-24 (4ec8507), the app's default: even "
-        "with its decline rule it reads a drawn A as a 4 (74 % > 0.52)"
-    ),
-    strict=True,  # a model that declines the A makes this pass: then drop the mark
-)
 def test_a_letter_a_is_not_a_digit(page):
     draw(page, LETTER_A)
     expect(page.get_by_text(NOT_A_DIGIT)).to_be_visible()
