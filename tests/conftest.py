@@ -15,6 +15,17 @@ from PIL import Image, ImageDraw
 
 from custom_modules.grid.results_table import FIELDS
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's: Playwright cannot download its own here
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
 TINY_CONFIGS = {
     "Fast": {"emb_dim": 16, "num_heads": 2, "n_layers": 2, "mlp_ratio": 2},
     "Large": {"emb_dim": 24, "num_heads": 3, "n_layers": 3, "mlp_ratio": 2},
@@ -221,3 +232,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.section(title)
             for line in lines:
                 terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, shared by a test module's pages (each page its own session)."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

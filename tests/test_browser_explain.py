@@ -12,14 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from tests.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    MOUSE_STEP,
-    SCRIPT_DONE,
-    UI_TIMEOUT_MS,
-    serve_app,
-)
+from tests.test_browser import SCRIPT_DONE, UI_TIMEOUT_MS, draw_stroke, serve_app
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 SHIPPED = Path(os.environ.get("VIT_DIGITS_MODELS_DIR", ROOT / "models"))
 NOT_A_DIGIT = "This does not look like a digit"
-FABRIC_CANVAS = "canvas.upper-canvas"  # streamlit-drawable-canvas's event layer
-OWN_CANVAS = "#surface"  # components/stroke_canvas, inside its iframe
 # strokes in canvas pixels (280 x 280)
 FOUR = [[(90, 40), (60, 160), (190, 160)], [(160, 70), (160, 250)]]
 SMILEY = [
@@ -48,18 +39,6 @@ def shipped_url(tmp_path_factory):
         yield url
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.fixture
 def page(browser, shipped_url):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -70,31 +49,10 @@ def page(browser, shipped_url):
     page.close()
 
 
-def drawing_surface(page):
-    """The canvas to draw on: the app's own component (in its iframe) or the Fabric.js one."""
-    candidates = [page.locator(FABRIC_CANVAS), page.frame_locator("iframe").locator(OWN_CANVAS)]
-    for _ in range(UI_TIMEOUT_MS // 250):
-        for candidate in candidates:
-            if candidate.count():
-                return candidate.first
-        page.wait_for_timeout(250)
-    pytest.fail("no drawing surface on the page")
-
-
 def draw(page, strokes: list[list[tuple[int, int]]]) -> None:
-    """Each stroke: press, drag through its points (canvas pixels), release, like a hand."""
-    surface = drawing_surface(page)
-    surface.scroll_into_view_if_needed()
-    box = surface.bounding_box()
-    scale = box["width"] / 280
+    """Each stroke as a hand draws it (canvas pixels), then wait for the last one's rerun."""
     for points in strokes:
-        x0, y0 = points[0]
-        page.mouse.move(box["x"] + x0 * scale, box["y"] + y0 * scale)
-        page.mouse.down()
-        for (px, py), (x, y) in zip(points, points[1:], strict=False):
-            steps = max(2, round(((x - px) ** 2 + (y - py) ** 2) ** 0.5 / MOUSE_STEP))
-            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=steps)
-        page.mouse.up()
+        draw_stroke(page, points)
         page.wait_for_timeout(300)
     page.wait_for_timeout(1500)  # the last stroke's rerun has started
     page.locator(SCRIPT_DONE).wait_for(state="attached")
