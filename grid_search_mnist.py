@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --robust: refit only the final norm and head, on the frozen blocks' features "
         "(minutes, for a model too big to fine-tune in the time there is)",
     )
+    training.add_argument(
+        "--interpolate",
+        action="store_true",
+        help="with --robust: ship the mix of the start's and the fine-tuned weights (WiSE-FT) "
+        "that is most fine-tuned while keeping the start's clean validation accuracy",
+    )
 
     logging = parser.add_argument_group("logging and benchmarks")
     logging.add_argument(

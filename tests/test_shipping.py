@@ -15,6 +15,8 @@ from custom_modules.grid.results_table import FIELDS
 from custom_modules.grid.shipping import improved_on_start
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT
+from custom_modules.training.robust import choose_interpolation, interpolated
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 from tests.test_pipeline import synthetic_mnist, write_mnist_folder
 
 
@@ -288,6 +290,44 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys) -
     assert grid_search_mnist.main([*robust, "--only", "Fast", "--epochs", "2", *common]) == 0
     assert "resuming after epoch 2" in capsys.readouterr().out
 
+    # and with --interpolate: a mix of the start and the fine-tuned weights, chosen on validation
+    assert (
+        grid_search_mnist.main(
+            [*robust, "--interpolate", "--only", "Fast", "--epochs", "2", *common]
+        )
+        == 0
+    )
+    interpolation = read_manifest(models_dir).models["Fast"].extra["interpolation"]
+    assert interpolation["alpha"] in (0.0, 0.25, 0.5, 0.75, 1.0)
+    assert sorted(map(float, interpolation["mixes"])) == [0.25, 0.5, 0.75, 1.0]
+    assert f"shipping the mix at alpha {interpolation['alpha']}" in capsys.readouterr().out
+
     head = ["--robust", "--only", "Large", "--head-only", "--output-dir", str(tmp_path / "h")]
     assert grid_search_mnist.main([*head, "--non-digits", "64", *common]) == 0
     assert read_manifest(models_dir).models["Large"].extra["history"][0]["epoch"] == 30
+
+
+class FakeCheck:
+    """A validation check whose clean accuracy is read from the head's bias (set by the test)."""
+
+    def evaluate(self, model) -> dict[str, float]:
+        return {"val_clean_accuracy": float(model.head.bias[0])}
+
+
+def test_interpolation_mixes_the_weights_and_keeps_the_clean_accuracy() -> None:
+    config = ViTConfig(emb_dim=16, num_heads=2, n_layers=1, mlp_ratio=2)
+    start, tuned = VisionTransformer(config), VisionTransformer(config)
+    half = interpolated(start, tuned, 0.5).state_dict()
+    for key, value in tuned.state_dict().items():
+        torch.testing.assert_close(half[key], (start.state_dict()[key] + value) / 2)
+    with torch.no_grad():  # clean accuracy falls linearly from 0.99 (start) to 0.90 (tuned)
+        start.head.bias[0], tuned.head.bias[0] = 0.99, 0.90
+    mixed, record = choose_interpolation(start, tuned, FakeCheck())
+    # 0.25 -> 0.9675: more than CLEAN_TOLERANCE below the start, so none is kept: the start
+    assert record["alpha"] == 0.0 and float(mixed.head.bias[0]) == pytest.approx(0.99)
+    with torch.no_grad():
+        tuned.head.bias[0] = 0.9975  # every mix is within the tolerance: the tuned model
+    assert choose_interpolation(start, tuned, FakeCheck())[1]["alpha"] == 1.0
+    with torch.no_grad():
+        tuned.head.bias[0] = 0.9868  # alpha 0.25 -> 0.9892, 0.5 -> 0.9884 (below 0.989)
+    assert choose_interpolation(start, tuned, FakeCheck())[1]["alpha"] == 0.25

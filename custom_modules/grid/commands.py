@@ -145,6 +145,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         command=settings.command,
         stop_after=settings.stop_after,
         head_only=settings.head_only,
+        interpolate=settings.interpolate,
     )
     try:
         data = split_mnist(

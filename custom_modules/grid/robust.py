@@ -27,6 +27,7 @@ from custom_modules.training.robust import (
     HeadRefitConfig,
     RobustCheck,
     RobustConfig,
+    choose_interpolation,
     finetune_robust,
     refit_head,
     without_dropout,
@@ -69,6 +70,7 @@ class RobustJob:
     command: str
     stop_after: int | None = None  # ship after this epoch of the schedule
     head_only: bool = False  # refit the final norm and head alone
+    interpolate: bool = False  # ship the WiSE-FT mix of the start and the fine-tuned weights
 
 
 def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
@@ -111,6 +113,18 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             model, history = finetune_robust(
                 start, data, inputs, config, state_path, report, job.stop_after
             )
+        interpolation = None
+        if job.interpolate:
+            model, interpolation = choose_interpolation(start, model, inputs()[1])
+            for alpha, figures in interpolation["mixes"].items():
+                print(
+                    f"{name} mixed at alpha {alpha}: val acc {figures['val_clean_accuracy']:.4f} "
+                    f"clean (start {interpolation['start_val_clean_accuracy']:.4f}), "
+                    f"{figures['val_styled_accuracy']:.4f} restyled; non-digits declined "
+                    f"{figures['val_non_digits_declined']:.1%}",
+                    flush=True,
+                )
+            print(f"{name}: shipping the mix at alpha {interpolation['alpha']}", flush=True)
         stem = f"robust-{name.lower()}"
         checkpoint = save_checkpoint(model, output_dir / "checkpoints" / f"{stem}.pt")
         onnx_path = export_onnx(model, output_dir / "onnx" / f"{stem}.onnx")
@@ -128,6 +142,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             bench_threads=entry["bench_threads"],
             command=f"{entry['command']} && {job.command}",
             history=history,
+            interpolation=interpolation,
         )
     return models
 

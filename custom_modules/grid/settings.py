@@ -80,6 +80,7 @@ class GridSettings:
     non_digits: int = 40000
     stop_after: int | None = None
     head_only: bool = False
+    interpolate: bool = False
     wandb: str = "online"
     wandb_project: str = "vit-digits"
     bench_threads: int = 1
@@ -100,8 +101,9 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         return "--only and --init-from go with --ship (--only with --robust too)"
     if settings.init_from and mode is not Mode.SHIP:
         return "--init-from goes with --ship"
-    if (settings.stop_after is not None or settings.head_only) and mode is not Mode.ROBUST:
-        return "--stop-after and --head-only go with --robust"
+    robust_only = settings.stop_after is not None or settings.head_only or settings.interpolate
+    if robust_only and mode is not Mode.ROBUST:
+        return "--stop-after, --head-only and --interpolate go with --robust"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:
         return "--keep-latencies goes with --reexport-shipped"
     if not settings.augment and settings.elastic_alpha > 0:

@@ -47,6 +47,7 @@ class ShippedModel:
     bench_threads: int
     command: str
     history: list[dict] | None = None  # per-epoch figures of the training that made it
+    interpolation: dict | None = None  # the weight mix chosen on validation (--interpolate)
 
     @classmethod
     def from_row(cls, row: dict, run_dir: Path, command: str) -> "ShippedModel":
@@ -95,6 +96,7 @@ class ShippedModel:
             "size_bytes": size_bytes,
             "command": self.command,
             **({"history": self.history} if self.history else {}),
+            **({"interpolation": self.interpolation} if self.interpolation else {}),
         }
 
 

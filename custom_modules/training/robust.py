@@ -191,6 +191,37 @@ def finetune_robust(
     return ema.module.eval(), state.history
 
 
+INTERPOLATION_ALPHAS = (0.25, 0.5, 0.75, 1.0)
+CLEAN_TOLERANCE = 0.001  # the clean validation accuracy a mix may give up against its start
+
+
+def interpolated(start: VisionTransformer, tuned: VisionTransformer, alpha: float):
+    """The weight-space mix (1 - alpha) * start + alpha * tuned (WiSE-FT, Wortsman et al. 2022):
+    fine-tuned models keep much of their start's accuracy at a small cost in robustness."""
+    mixed = VisionTransformer(tuned.config)
+    start_weights = start.state_dict()
+    mixed.load_state_dict(
+        {k: torch.lerp(start_weights[k], v, alpha) for k, v in tuned.state_dict().items()}
+    )
+    return mixed.eval()
+
+
+def choose_interpolation(
+    start: VisionTransformer, tuned: VisionTransformer, check: RobustCheck
+) -> tuple[VisionTransformer, dict]:
+    """The most fine-tuned mix of INTERPOLATION_ALPHAS whose clean validation accuracy is within
+    CLEAN_TOLERANCE of the start's (the start itself, alpha 0, if none is); with every mix's
+    validation figures."""
+    start_clean = check.evaluate(start.eval())["val_clean_accuracy"]
+    figures = {
+        alpha: check.evaluate(interpolated(start, tuned, alpha)) for alpha in INTERPOLATION_ALPHAS
+    }
+    floor = start_clean - CLEAN_TOLERANCE
+    alpha = max((a for a, f in figures.items() if f["val_clean_accuracy"] >= floor), default=0.0)
+    record = {"alpha": alpha, "start_val_clean_accuracy": start_clean, "mixes": figures}
+    return interpolated(start, tuned, alpha), record
+
+
 @dataclass(frozen=True)
 class HeadRefitConfig:
     """Refitting only the final norm and head on the frozen network's CLS features."""
