@@ -114,7 +114,8 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
                 start, data, inputs, config, state_path, report, job.stop_after
             )
         interpolation = None
-        if job.interpolate:
+        if job.interpolate:  # from the checkpoint again: fine-tuning changed `start` in place
+            start = without_dropout(load_checkpoint(models_dir / entry["checkpoint"]))
             model, interpolation = choose_interpolation(start, model, inputs()[1])
             for alpha, figures in interpolation["mixes"].items():
                 print(
