@@ -9,12 +9,14 @@ import onnxruntime as ort
 import pytest
 import torch
 
+import custom_modules.grid.robust
 import grid_search_mnist
 from custom_modules.grid.grid_file import run_id
 from custom_modules.grid.results_table import FIELDS
 from custom_modules.grid.shipping import improved_on_start
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT
+from custom_modules.training.checkpoints import load_checkpoint
 from custom_modules.training.robust import choose_interpolation, interpolated
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 from tests.test_pipeline import synthetic_mnist, write_mnist_folder
@@ -261,7 +263,7 @@ def test_reexport_shipped_writes_the_onnx_files_again_from_the_checkpoints(tmp_p
     assert json.loads((models_dir / "manifest.json").read_text()) == after  # left as it was
 
 
-def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys) -> None:
+def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, monkeypatch) -> None:
     table = write_table(tmp_path / "grid_results.csv", RUNS)
     data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist())
     models_dir = tmp_path / "models"
@@ -290,7 +292,16 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys) -
     assert grid_search_mnist.main([*robust, "--only", "Fast", "--epochs", "2", *common]) == 0
     assert "resuming after epoch 2" in capsys.readouterr().out
 
-    # and with --interpolate: a mix of the start and the fine-tuned weights, chosen on validation
+    # and with --interpolate: a mix of the start and the fine-tuned weights, chosen on validation;
+    # the start is the shipped checkpoint as it is, whatever fine-tuning did to its copy
+    shipped = load_checkpoint(models_dir / "vit-fast.pt").state_dict()
+    starts = []
+
+    def spy(start, tuned, check):
+        starts.append(start.state_dict())
+        return choose_interpolation(start, tuned, check)
+
+    monkeypatch.setattr(custom_modules.grid.robust, "choose_interpolation", spy)
     assert (
         grid_search_mnist.main(
             [*robust, "--interpolate", "--only", "Fast", "--epochs", "2", *common]
@@ -298,6 +309,7 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys) -
         == 0
     )
     interpolation = read_manifest(models_dir).models["Fast"].extra["interpolation"]
+    assert len(starts) == 1 and all(torch.equal(starts[0][k], v) for k, v in shipped.items())
     assert interpolation["alpha"] in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert sorted(map(float, interpolation["mixes"])) == [0.25, 0.5, 0.75, 1.0]
     assert f"shipping the mix at alpha {interpolation['alpha']}" in capsys.readouterr().out
