@@ -20,7 +20,7 @@ from custom_modules.serving.error_analysis import (
     load_error_analysis,
 )
 from custom_modules.serving.explain import (
-    OCCLUSION_BUDGET_US,
+    OCCLUSION_BUDGET_MACS,
     Explanation,
     Verdict,
     explain,
@@ -149,10 +149,10 @@ def _occlusion(x: np.ndarray, model: OnnxViT, prediction: Prediction, info: Mode
     patches = len(inked_patches(x))
     if not st.toggle(
         "Occlusion maps",
-        value=occlusion_by_default(info.onnx_p50_us),
+        value=occlusion_by_default(info.params),
         key=f"occlusion-{info.name}",
-        help=f"Runs the model once more per inked patch. On by default for models whose 49 "
-        f"runs take at most {OCCLUSION_BUDGET_US / 1000:.0f} ms at their measured speed.",
+        help="Runs the model once more per inked patch. On by default for models small enough "
+        f"that 49 runs take at most {OCCLUSION_BUDGET_MACS / 1e6:.0f} M multiply-adds.",
     ):
         return None, (
             f"Occlusion is off: it would run {info.name} {patches} more times on every stroke "

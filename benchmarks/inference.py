@@ -282,7 +282,7 @@ def main() -> int:
         print(f"onnxruntime {ort.__version__}; {args.calls} calls each, in {args.rounds} turns")
         models = read_manifest(MODELS_DIR).models
         print_app_paths(
-            [(n, info.path, occlusion_by_default(info.onnx_p50_us)) for n, info in models.items()],
+            [(n, info.path, occlusion_by_default(info.params)) for n, info in models.items()],
             args,
         )
         return 0

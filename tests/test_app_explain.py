@@ -106,7 +106,7 @@ def test_a_drawn_seven_gets_the_digit_and_the_maps_that_explain_it(monkeypatch):
 
 
 def test_occlusion_of_a_slow_model_waits_for_the_user_to_turn_it_on(monkeypatch, tiny):
-    slow = models_copy(tiny, tiny.parent / "slow", onnx_p50_us=1000.0)  # 49 runs: 49 ms
+    slow = models_copy(tiny, tiny.parent / "slow", params=10**6)  # 49 runs: 2.45 G multiply-adds
     app = upload(run_app(monkeypatch, slow), "seven.png", seven_png())
     toggle = app.toggle(key="occlusion-Fast")
     assert toggle.value is False
@@ -120,9 +120,7 @@ def test_occlusion_of_a_slow_model_waits_for_the_user_to_turn_it_on(monkeypatch,
 
 def test_the_map_measured_most_faithful_comes_first(monkeypatch, tiny):
     for first, caption in (("occlusion", "occlusion, p("), ("rollout", "attention rollout")):
-        folder = models_copy(
-            tiny, tiny.parent / first, faithfulness={"most_faithful": first}, onnx_p50_us=1.0
-        )
+        folder = models_copy(tiny, tiny.parent / first, faithfulness={"most_faithful": first})
         app = upload(run_app(monkeypatch, folder), "seven.png", seven_png())
         maps = [c for c in image_captions(app) if c.startswith(("attention rollout", "occlusion"))]
         assert maps[0].startswith(caption), maps

@@ -23,7 +23,7 @@ from custom_modules.serving.error_analysis import (
     load_error_analysis,
 )
 from custom_modules.serving.explain import (
-    OCCLUSION_BUDGET_US,
+    OCCLUSION_BUDGET_MACS,
     curve_area,
     deletion_inputs,
     explain,
@@ -232,8 +232,9 @@ def test_signed_overlay_paints_for_green_and_against_magenta():
 
 
 def test_occlusion_runs_unasked_only_when_its_49_runs_fit_the_budget():
-    per_run = OCCLUSION_BUDGET_US / 49
-    assert occlusion_by_default(per_run) and not occlusion_by_default(per_run * 1.01)
+    largest = OCCLUSION_BUDGET_MACS // (49 * 50)  # parameters
+    assert occlusion_by_default(largest) and not occlusion_by_default(largest + 1)
+    assert occlusion_by_default(72_074) and not occlusion_by_default(1_074_698)  # Fast, Large
 
 
 @pytest.mark.parametrize("size", [84, 112, 168, 224])
