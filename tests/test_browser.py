@@ -379,6 +379,10 @@ FLAGGED_ONE_MISREAD = (
     "the robust Fast (4 and 8 epochs alike) reads this 1, its long flag drawn first, as a 7; the "
     "Fast before it read it as a 1 (models/README.md)"
 )
+FLAGGED_ONE_DECLINED = (
+    "the robust Large (mixed at 0.75) declines this 1: its best guess, 7 at 69 %, is below its "
+    "0.707 rule; the Large before it read it as a 1 (models/README.md)"
+)
 
 
 @pytest.mark.parametrize(
@@ -386,7 +390,10 @@ FLAGGED_ONE_MISREAD = (
     [
         ("Fast", "047"),
         pytest.param("Fast", "1", marks=pytest.mark.xfail(strict=True, reason=FLAGGED_ONE_MISREAD)),
-        ("Large", "0147"),
+        ("Large", "047"),
+        pytest.param(
+            "Large", "1", marks=pytest.mark.xfail(strict=True, reason=FLAGGED_ONE_DECLINED)
+        ),
     ],
 )
 def test_the_shipped_models_read_digits_drawn_in_several_strokes(
