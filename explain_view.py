@@ -6,6 +6,7 @@ occlusion, from the manifest), then the other, then the raw per-head attention. 
 on every stroke only for models fast enough for it (serving/explain.occlusion_by_default).
 """
 
+import contextlib
 import time
 
 import altair as alt
@@ -137,10 +138,12 @@ def show_maps(
     The occlusions run here, after the prediction is on the page: the input's inked patches,
     each blanked, in one batch; for a model too slow for that on every stroke, only when the
     user turns them on."""
-    if judged.declined:
-        with st.expander("The maps anyway (for a drawing the model declined)"):
-            _maps(pixels, x, model, prediction, judged, info)
-    else:
+    place = (
+        st.expander("The maps anyway (for a drawing the model declined)")
+        if judged.declined
+        else contextlib.nullcontext()
+    )
+    with place:
         _maps(pixels, x, model, prediction, judged, info)
 
 
