@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --robust: ship the mix of the start's and the fine-tuned weights (WiSE-FT) "
         "that is most fine-tuned while keeping the start's clean validation accuracy",
     )
+    training.add_argument(
+        "--distill",
+        action="store_true",
+        help="with --robust: train a small CNN teacher on the same restyled digits (resumable, "
+        "in --output-dir), then take half of the digits' loss from its outputs (DeiT)",
+    )
 
     logging = parser.add_argument_group("logging and benchmarks")
     logging.add_argument(

@@ -146,6 +146,14 @@ def test_only_and_init_from_need_ship(capsys) -> None:
     assert "go with --ship" in capsys.readouterr().err
 
 
+def test_robust_options_need_robust(capsys) -> None:
+    for option in (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"]):
+        assert grid_search_mnist.main(["--ship", *option]) == 2
+        assert "go with --robust" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--distill", "--head-only"]) == 2
+    assert "--head-only refits the head alone" in capsys.readouterr().err
+
+
 def test_retime_measures_every_run_again_and_updates_only_latency(
     tmp_path, capsys, tiny_models_dir
 ) -> None:
@@ -317,6 +325,16 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     head = ["--robust", "--only", "Large", "--head-only", "--output-dir", str(tmp_path / "h")]
     assert grid_search_mnist.main([*head, "--non-digits", "64", *common]) == 0
     assert read_manifest(models_dir).models["Large"].extra["history"][0]["epoch"] == 30
+
+    # --distill: a CNN teacher trained first (its state kept for a rerun), then the student
+    distill = ["--robust", "--distill", "--output-dir", str(tmp_path / "d"), "--non-digits", "64"]
+    assert grid_search_mnist.main([*distill, "--only", "Fast", "--epochs", "1", *common]) == 0
+    teacher = read_manifest(models_dir).models["Fast"].extra["teacher"]
+    assert [h["epoch"] for h in teacher["history"]] == [1, 2, 3, 4]
+    assert teacher["recipe"]["epochs"] == 4
+    assert "teacher epoch 4" in capsys.readouterr().out
+    assert grid_search_mnist.main([*distill, "--only", "Fast", "--epochs", "1", *common]) == 0
+    assert "teacher trained for 4 epochs" in capsys.readouterr().out
 
 
 class FakeCheck:

@@ -32,6 +32,7 @@ from custom_modules.training.robust import (
     refit_head,
     without_dropout,
 )
+from custom_modules.training.teacher import TeacherConfig, train_teacher
 
 TRAIN_NON_DIGITS_SEED = 0
 VAL_NON_DIGITS_SEED = 1
@@ -71,6 +72,7 @@ class RobustJob:
     stop_after: int | None = None  # ship after this epoch of the schedule
     head_only: bool = False  # refit the final norm and head alone
     interpolate: bool = False  # ship the WiSE-FT mix of the start and the fine-tuned weights
+    teacher: TeacherConfig | None = None  # distil from a CNN trained here with this recipe
 
 
 def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
@@ -88,6 +90,13 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
         )
         check = RobustCheck.make(data, _pixels(validation_non_digits(data)))
         return _pixels(train_non_digits), check
+
+    teacher, teacher_record = None, None
+    if job.teacher is not None:
+        teacher_path = output_dir / "train_state" / "teacher.pt"
+        teacher_path.parent.mkdir(parents=True, exist_ok=True)
+        teacher, teacher_history = train_teacher(data, job.teacher, teacher_path, _report_teacher)
+        teacher_record = {"recipe": asdict(job.teacher), "history": teacher_history}
 
     models = {}
     for name in job.names:
@@ -111,7 +120,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             report({"train_loss": float("nan"), **history[-1]})
         else:
             model, history = finetune_robust(
-                start, data, inputs, config, state_path, report, job.stop_after
+                start, data, inputs, config, state_path, report, job.stop_after, teacher
             )
         interpolation = None
         if job.interpolate:  # from the checkpoint again: fine-tuning changed `start` in place
@@ -144,8 +153,17 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             command=f"{entry['command']} && {job.command}",
             history=history,
             interpolation=interpolation,
+            teacher=teacher_record,
         )
     return models
+
+
+def _report_teacher(record: dict) -> None:
+    print(
+        f"teacher epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
+        f"val acc {record['val_clean_accuracy']:.4f} clean ({record['seconds']:.0f} s)",
+        flush=True,
+    )
 
 
 def test_calibration(model: OnnxViT, data: DataSplits, temperature: float) -> dict[str, float]:

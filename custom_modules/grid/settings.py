@@ -81,6 +81,7 @@ class GridSettings:
     stop_after: int | None = None
     head_only: bool = False
     interpolate: bool = False
+    distill: bool = False
     wandb: str = "online"
     wandb_project: str = "vit-digits"
     bench_threads: int = 1
@@ -101,9 +102,16 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         return "--only and --init-from go with --ship (--only with --robust too)"
     if settings.init_from and mode is not Mode.SHIP:
         return "--init-from goes with --ship"
-    robust_only = settings.stop_after is not None or settings.head_only or settings.interpolate
+    robust_only = (
+        settings.stop_after is not None
+        or settings.head_only
+        or settings.interpolate
+        or settings.distill
+    )
     if robust_only and mode is not Mode.ROBUST:
-        return "--stop-after, --head-only and --interpolate go with --robust"
+        return "--stop-after, --head-only, --interpolate and --distill go with --robust"
+    if settings.distill and settings.head_only:
+        return "--distill trains the whole network; --head-only refits the head alone"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:
         return "--keep-latencies goes with --reexport-shipped"
     if not settings.augment and settings.elastic_alpha > 0:

@@ -48,6 +48,7 @@ class ShippedModel:
     command: str
     history: list[dict] | None = None  # per-epoch figures of the training that made it
     interpolation: dict | None = None  # the weight mix chosen on validation (--interpolate)
+    teacher: dict | None = None  # the CNN it was distilled from (--distill): recipe, history
 
     @classmethod
     def from_row(cls, row: dict, run_dir: Path, command: str) -> "ShippedModel":
@@ -97,6 +98,7 @@ class ShippedModel:
             "command": self.command,
             **({"history": self.history} if self.history else {}),
             **({"interpolation": self.interpolation} if self.interpolation else {}),
+            **({"teacher": self.teacher} if self.teacher else {}),
         }
 
 

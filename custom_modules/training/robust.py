@@ -22,6 +22,7 @@ from custom_modules.training.data import DataSplits
 from custom_modules.training.loop import param_groups, warmup_cosine
 from custom_modules.training.metrics import predict_logits
 from custom_modules.training.style import StyleAugment, augment_batch, reframe_like_serving
+from custom_modules.training.teacher import distillation_loss
 from custom_modules.vision_transformer import VisionTransformer
 
 DECLINE_CHECK_RATE = 0.02  # the epoch report: non-digits declined when 2 % of digits would be
@@ -39,6 +40,16 @@ class RobustConfig:
     ema_decay: float = 0.999
     weight_decay: float = 0.05
     seed: int = 0
+    distill_weight: float = 0.0  # share of the digits' loss taken from a teacher's outputs
+    distill_temperature: float = 2.0
+
+    def setup(self) -> dict:
+        """The recipe as saved states record it; without a teacher, as it was before distillation
+        existed, so that states saved then still resume."""
+        recipe = asdict(self)
+        if self.distill_weight == 0:
+            del recipe["distill_weight"], recipe["distill_temperature"]
+        return recipe
 
 
 @dataclass
@@ -122,8 +133,12 @@ def finetune_robust(
     state_path: Path,
     on_epoch: Callable[[dict], None] = print,
     stop_after: int | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> tuple[VisionTransformer, list[dict]]:
     """Fine-tune `model` (pixels in [0, 1]); return the averaged weights and the epoch history.
+
+    With `config.distill_weight` > 0, that share of the digits' loss is the distillation loss
+    towards `teacher` (in eval mode) on the same restyled digits.
 
     `inputs` gives the training non-digits and the validation check; it is called only when an
     epoch is left to run (making them takes minutes).
@@ -140,7 +155,9 @@ def finetune_robust(
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps // 4, total))
-    setup = {"recipe": asdict(config), "model": model.config.to_dict(), "n_train": n_train}
+    if (teacher is None) != (config.distill_weight == 0):
+        raise ValueError("a distillation weight needs a teacher, and a teacher a weight")
+    setup = {"recipe": config.setup(), "model": model.config.to_dict(), "n_train": n_train}
     state = RobustState.load(state_path, setup) or RobustState(setup)
     if state.history:
         model.load_state_dict(state.model)
@@ -166,6 +183,12 @@ def finetune_robust(
             logits = model(images)
             n = len(batch)
             loss = F.cross_entropy(logits[:n], data.train_labels[batch])
+            if teacher is not None:
+                with torch.no_grad():
+                    taught = teacher(images[:n])
+                loss = (1 - config.distill_weight) * loss + config.distill_weight * (
+                    distillation_loss(logits[:n], taught, config.distill_temperature)
+                )
             # cross-entropy of the non-digits against the uniform distribution
             loss = loss - config.outlier_weight * F.log_softmax(logits[n:], dim=1).mean()
             optimizer.zero_grad(set_to_none=True)
