@@ -94,3 +94,21 @@ def test_the_most_faithful_map_has_the_largest_insertion_minus_deletion():
     assert most_faithful(table) == "rollout"
     table["drawn on canvas"]["occlusion"] = (0.1, 0.95)
     assert most_faithful(table) == "occlusion"
+
+
+def test_each_lever_variant_turns_off_one_lever_and_saves_its_own_state() -> None:
+    levers = benchmark("robust_levers").LEVERS
+    base = levers["all levers"]
+    setups = [repr(config.setup()) for config in levers.values()]
+    assert len(set(setups)) == len(levers)  # no two variants resume each other's state
+    for name, config in levers.items():
+        changed = [f for f in vars(base) if getattr(config, f) != getattr(base, f)]
+        if name == "all levers":
+            assert changed == []
+        elif changed == ["style"]:
+            style_changed = [
+                f for f in vars(base.style) if getattr(config.style, f) != getattr(base.style, f)
+            ]
+            assert 1 <= len(style_changed) <= 3, name  # geometry is three fields
+        else:
+            assert len(changed) == 1, name

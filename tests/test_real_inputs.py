@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -217,3 +218,13 @@ def test_style_augmentation_keeps_the_ink_framed_and_is_seeded() -> None:
     for image in first[:, 0].numpy() >= 0.2:  # framed as served: the longer side ~20 px
         rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
         assert 17 <= max(np.ptp(rows), np.ptp(cols)) + 1 <= 22
+
+
+def test_without_the_serving_frame_the_digit_keeps_mnist_size_and_place() -> None:
+    images = torch.from_numpy(np.stack([a_seven()] * 8)).float().div(255)[:, None]
+    still = StyleAugment(max_degrees=0, max_shear=0, aspect_range=(1, 1), elastic_p=0, blur_p=0)
+    still = replace(still, pen_p=(0.0, 1.0, 0.0, 0.0))
+    unframed = augment_batch(images, replace(still, reframe=False), torch.Generator())
+    torch.testing.assert_close(unframed, images, atol=1e-5, rtol=0)  # nothing else changed
+    framed = augment_batch(images, still, torch.Generator())
+    assert not torch.allclose(framed, images, atol=0.05)

@@ -59,6 +59,15 @@ def validation_non_digits(data: DataSplits) -> np.ndarray:
     return images
 
 
+def robust_inputs(data: DataSplits, non_digit_count: int) -> tuple[torch.Tensor, RobustCheck]:
+    """The non-digits made for training, and the validation check every epoch is judged on."""
+    train_non_digits, _ = make_non_digits(
+        non_digit_count, TRAIN_NON_DIGITS_SEED, _uint8(data.train_images), data.train_labels.numpy()
+    )
+    check = RobustCheck.make(data, _pixels(validation_non_digits(data)))
+    return _pixels(train_non_digits), check
+
+
 @dataclass(frozen=True)
 class RobustJob:
     """What `--robust` is asked to do: which shipped models, with what recipe, written where."""
@@ -80,16 +89,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
     config, models_dir, output_dir = job.config, job.models_dir, job.output_dir
     shipped = read_shipped(models_dir)
 
-    @functools.cache
-    def inputs() -> tuple[torch.Tensor, RobustCheck]:
-        train_non_digits, _ = make_non_digits(
-            job.non_digit_count,
-            TRAIN_NON_DIGITS_SEED,
-            _uint8(data.train_images),
-            data.train_labels.numpy(),
-        )
-        check = RobustCheck.make(data, _pixels(validation_non_digits(data)))
-        return _pixels(train_non_digits), check
+    inputs = functools.cache(functools.partial(robust_inputs, data, job.non_digit_count))
 
     teacher, teacher_record = None, None
     if job.teacher is not None:

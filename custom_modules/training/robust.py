@@ -42,13 +42,16 @@ class RobustConfig:
     seed: int = 0
     distill_weight: float = 0.0  # share of the digits' loss taken from a teacher's outputs
     distill_temperature: float = 2.0
+    style: StyleAugment = StyleAugment()  # how far each training digit is restyled
 
     def setup(self) -> dict:
-        """The recipe as saved states record it; without a teacher, as it was before distillation
-        existed, so that states saved then still resume."""
+        """The recipe as saved states record it; with the defaults of the fields added since
+        the shipped models trained left out, so that states saved then still resume."""
         recipe = asdict(self)
         if self.distill_weight == 0:
             del recipe["distill_weight"], recipe["distill_temperature"]
+        if self.style == StyleAugment():
+            del recipe["style"]
         return recipe
 
 
@@ -148,7 +151,6 @@ def finetune_robust(
     """
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    style = StyleAugment()
     n_train = len(data.train_labels)
     steps = math.ceil(n_train / config.batch_size)
     total = config.epochs * steps
@@ -178,7 +180,7 @@ def finetune_robust(
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             extra = torch.randint(len(non_digits), (config.non_digit_batch,), generator=generator)
             images = augment_batch(
-                torch.cat([data.train_images[batch], non_digits[extra]]), style, generator
+                torch.cat([data.train_images[batch], non_digits[extra]]), config.style, generator
             )
             logits = model(images)
             n = len(batch)
