@@ -380,8 +380,9 @@ FLAGGED_ONE_MISREAD = (
     "the second cycle too fails it); the Fast before it read it as a 1 (models/README.md)"
 )
 FLAGGED_ONE_DECLINED = (
-    "the robust Large (mixed at 0.75) declines this 1: its best guess, 7 at 69 %, is below its "
-    "0.707 rule; the Large before it read it as a 1 (models/README.md)"
+    "the robust Large does not read this 1 (mixed at 0.75 it declined it: best guess 7 at 69 %, "
+    "below its 0.707 rule; its second cycle fails it too); the Large before it read it as a 1 "
+    "(models/README.md)"
 )
 
 
