@@ -296,9 +296,11 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     out = capsys.readouterr().out
     assert "Fast epoch 2" in out and "declines below" in out
 
-    # the same command again: the schedule is done, nothing is trained again
+    # the same command again: the schedule is done, nothing is trained again, named once
+    command = models["Fast"].command
     assert grid_search_mnist.main([*robust, "--only", "Fast", "--epochs", "2", *common]) == 0
     assert "resuming after epoch 2" in capsys.readouterr().out
+    assert read_manifest(models_dir).models["Fast"].command == command
 
     # and with --interpolate: a mix of the start and the fine-tuned weights, chosen on validation;
     # the start is the shipped checkpoint as it is, whatever fine-tuning did to its copy

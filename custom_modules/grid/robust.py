@@ -15,7 +15,7 @@ import torch
 
 from custom_modules.export.calibrate import Calibration, ValidationInputs, calibrate
 from custom_modules.export.onnx_export import export_onnx
-from custom_modules.grid.shipping import ShippedModel, read_shipped, ship_models
+from custom_modules.grid.shipping import ShippedModel, followed_by, read_shipped, ship_models
 from custom_modules.serving.calibration import expected_calibration_error, negative_log_likelihood
 from custom_modules.serving.manifest import load_manifest_json, write_manifest
 from custom_modules.serving.model import OnnxViT, softmax
@@ -150,7 +150,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             onnx_p50_us=entry["onnx_p50_us"],
             torch_p50_us=entry["torch_p50_us"],
             bench_threads=entry["bench_threads"],
-            command=f"{entry['command']} && {job.command}",
+            command=followed_by(entry["command"], job.command),
             history=history,
             interpolation=interpolation,
             teacher=teacher_record,

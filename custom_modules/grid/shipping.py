@@ -265,8 +265,12 @@ def lineage(init_from: Path | None, config: dict[str, int], command: str) -> str
     """The commands that make a model: with --init-from, the shipped one's, then this."""
     if init_from is None:
         return command
-    previous = shipped_entry(init_from, config)["command"]
-    # a rerun after shipping into the same folder finds this command already there
+    return followed_by(shipped_entry(init_from, config)["command"], command)
+
+
+def followed_by(previous: str, command: str) -> str:
+    """`previous && command`; a rerun after shipping into the same folder finds this command
+    already there, and names it once."""
     return previous if previous.endswith(f" && {command}") else f"{previous} && {command}"
 
 
