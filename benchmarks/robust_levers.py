@@ -17,15 +17,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from baseline import BASELINE, ROOT
 
 from custom_modules.grid.robust import robust_inputs
+from custom_modules.training.checkpoints import load_checkpoint
 from custom_modules.training.data import split_mnist
 from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
 from custom_modules.training.robust import RobustConfig, finetune_robust, without_dropout
 from custom_modules.training.style import StyleAugment
-from custom_modules.vision_transformer import VisionTransformer, ViTConfig
+from custom_modules.vision_transformer import VisionTransformer
 
 BASE = RobustConfig(epochs=2, lr=5e-4, ema_decay=0.999)
 STYLE = StyleAugment()
@@ -51,10 +51,7 @@ def baseline_fast() -> VisionTransformer:
         check=True,
         capture_output=True,
     ).stdout
-    checkpoint = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    model = VisionTransformer(ViTConfig(**checkpoint["config"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return without_dropout(model)
+    return without_dropout(load_checkpoint(io.BytesIO(blob)))
 
 
 def main() -> None:
