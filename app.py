@@ -35,6 +35,11 @@ UPLOAD_TYPES = ["png", "jpg", "jpeg", "gif"]
 PREVIEW_SIDE = 2 * CANVAS_SIZE  # the upload is shown at most this big (sharp on HiDPI screens)
 PREVIEW_MAX_ASPECT = 4  # longer thinner uploads are shown padded to this ratio
 DRAW, UPLOAD = "Draw", "Upload an image"
+# After the answer, the script pauses this long before it computes the rest (chart, model input,
+# maps): the CPU-bound script thread otherwise holds the GIL that Streamlit's sender needs, and the
+# answer reaches the page behind the rest (docs/benchmarks.md: pen lift to answer 0.38x -> 0.22x
+# of the app at 3cfcb59).
+ANSWER_PAUSE_S = 0.03
 
 
 def models_dir() -> Path:
@@ -317,6 +322,7 @@ def predict_tab(model: OnnxViT, info: ModelInfo, source: str, stroke_width: int)
         judged = explain_view.judge(reading.prediction, model, info)
         with answer:
             show_answer(reading.probabilities, judged)
+        time.sleep(ANSWER_PAUSE_S)
     if note:
         input_column.caption(note)
     if reading is None:
