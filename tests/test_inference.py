@@ -13,11 +13,12 @@ import pytest
 from onnx import TensorProto, helper
 from PIL import Image, ImageDraw
 
+from custom_modules.serving import preprocess
 from custom_modules.serving.errors import ModelFileError
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import RUN_BATCH, OnnxViT, softmax
 from custom_modules.serving.overlay import as_uint8, attention_overlay, upscale_nearest
-from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.serving.preprocess import MIN_PEN_RATIO, pen_ratio, preprocess_image
 from custom_modules.serving.upload import WORKING_PIXELS, UploadError, read_upload
 from tests.conftest import encode, seven, sixteen_bit_png
 
@@ -84,6 +85,32 @@ def test_thick_and_thin_strokes_both_look_like_the_digit():
         assert all(abs(c - 14) <= 1 for c in centre_of_mass(pixels))
         assert 0.03 < (pixels > 64).mean() < 0.5  # strokes, not a blob and not a dust of dots
     assert correlation(thin, thick) > 0.6
+
+
+@pytest.mark.parametrize("width", [3, 8, 16])
+def test_pen_ratio_measures_a_bars_width(width):
+    bar = np.zeros((200, 200), np.float32)
+    bar[20:180, 100 : 100 + width] = 1.0  # 160 px long: the ends count for little
+    assert pen_ratio(bar) * 200 == pytest.approx(width, rel=0.1)
+
+
+def box_pen_ratio(x: np.ndarray) -> float:
+    """The model input's pen width as a share of its ink box (20 px when MNIST-framed)."""
+    is_ink = x[0, 0] >= 0.5
+    rows, cols = np.nonzero(is_ink)
+    return pen_ratio(is_ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+
+
+def test_a_thin_pen_is_widened_to_mnists_and_a_usual_one_is_left_alone(monkeypatch):
+    thin, usual = draw(width=3), draw(width=30)  # the app's pen is 28 px of 280
+    widened, kept = preprocess_image(thin), preprocess_image(usual)
+    monkeypatch.setattr(preprocess, "MIN_PEN_RATIO", 0.0)  # no widening
+    assert widened.sum() > 3 * preprocess_image(thin).sum()
+    assert box_pen_ratio(widened) >= 0.8 * MIN_PEN_RATIO
+    np.testing.assert_array_equal(preprocess_image(usual), kept)
+    assert correlation(pixels_of(thin), pixels_of(usual)) < correlation(
+        as_uint8(widened).astype(np.float64), pixels_of(usual)
+    )
 
 
 def test_grey_rgb_and_rgba_of_one_drawing_give_the_same_input():
