@@ -142,6 +142,16 @@ def test_grey_paper_and_noise_do_not_matter():
     assert correlation_within_a_pixel(pixels_of(photo), pixels_of(clean)) > 0.95
 
 
+def test_a_faint_paper_edge_does_not_widen_a_photos_box():
+    clean = draw(box=(60, 60, 220, 220))
+    photo = 235 - clean.astype(np.float64) * 0.8  # dark ink on light paper
+    photo[:, :12] -= 70  # the paper's shaded edge: fainter than the ink, narrower than the light
+    photo = np.clip(photo, 0, 255).astype(np.uint8)
+    pixels = pixels_of(photo)
+    assert ink_box_size(pixels) in (19, 20, 21)
+    assert correlation_within_a_pixel(pixels, pixels_of(clean)) > 0.9
+
+
 def test_float_and_bool_inputs_match_uint8():
     image = draw()
     expected = preprocess_image(image)

@@ -8,6 +8,9 @@ from custom_modules.contract import IMAGE_SIZE
 DIGIT_SIZE = 20  # MNIST scales each digit's box so its longer side is 20 px
 MIN_CONTRAST = 0.2  # ink minus background, on a 0..1 scale; less is an empty page
 INK_LEVEL = 0.2  # a pixel at least this far above the background is ink
+# On light paper the ink's box is found from its darker part: a photo's paper edges and the
+# shading its light correction leaves are faint ink, and widened the box (docs/serving.md)
+PAPER_BOX_LEVEL = 0.65
 NOISE_FLOOR = 0.08  # fainter than this after the contrast stretch: paper texture, JPEG noise
 MIN_INK_FRACTION = 5e-4  # a digit covers more than a few stray pixels
 MIN_INK_PIXELS = 3
@@ -70,20 +73,23 @@ def _page_shading(grey: np.ndarray) -> np.ndarray:
     return np.asarray(opened.resize((width, height), Image.Resampling.BILINEAR))
 
 
-def _ink_map(grey: np.ndarray) -> np.ndarray | None:
-    """Light ink on a zero background, stretched to [0, 1]; None when there is no contrast."""
+def _ink_map(grey: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """Light ink on a zero background, stretched to [0, 1], and the level the ink's box is found
+    at; None when there is no contrast."""
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     background = float(np.median(border))
+    box_level = INK_LEVEL
     if background > 0.5:  # dark ink on light paper: a photo, whose light may fall unevenly
         grey = 1.0 - grey
         grey = np.clip(grey - _page_shading(grey), 0.0, 1.0)
         background = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+        box_level = PAPER_BOX_LEVEL
     contrast = float(grey.max()) - background
     if contrast < MIN_CONTRAST:
         return None
     ink = np.clip((grey - background) / contrast, 0.0, 1.0)
     ink[ink < NOISE_FLOOR] = 0.0
-    return ink
+    return ink, box_level
 
 
 def ink_box(is_ink: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -94,12 +100,13 @@ def ink_box(is_ink: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 
-def _crop_to_ink(ink: np.ndarray) -> np.ndarray | None:
-    """The ink's bounding box, or None when there is too little ink to be a digit."""
+def _crop_to_ink(ink: np.ndarray, box_level: float = INK_LEVEL) -> np.ndarray | None:
+    """The box of the ink at least `box_level` bright, or None when there is too little ink to
+    be a digit."""
     is_ink = ink >= INK_LEVEL
     if is_ink.sum() < max(MIN_INK_PIXELS, MIN_INK_FRACTION * ink.size):
         return None
-    left, top, right, bottom = ink_box(is_ink)
+    left, top, right, bottom = ink_box(ink >= box_level) or ink_box(is_ink)
     return ink[top : bottom + 1, left : right + 1]
 
 
@@ -174,10 +181,10 @@ def preprocess_image(image: np.ndarray) -> np.ndarray | None:
     light ink on black, as a (1, 1, 28, 28) float32 array (the exported graph normalises them);
     or None when the image is blank (no contrast, or only a few stray pixels of ink).
     """
-    ink = _ink_map(_to_grey(_as_float_image(image)))
-    if ink is None:
+    found = _ink_map(_to_grey(_as_float_image(image)))
+    if found is None:
         return None
-    digit = _crop_to_ink(ink)
+    digit = _crop_to_ink(*found)
     if digit is None:
         return None
     frame = _centre_by_mass(_fit_digit_box(_even_pen(digit)))
