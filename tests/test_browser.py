@@ -377,7 +377,7 @@ def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, t
 
 FLAGGED_ONE_MISREAD = (
     "the robust Fast does not read this 1, its long flag drawn first (as a 7 after 4 and 8 epochs; "
-    "the second cycle too fails it); the Fast before it read it as a 1 (models/README.md)"
+    "the second and third cycles fail it too); the Fast before it read it as a 1 (models/README.md)"
 )
 FLAGGED_ONE_DECLINED = (
     "the robust Large does not read this 1 (mixed at 0.75 it declined it: best guess 7 at 69 %, "
