@@ -231,12 +231,15 @@ def assert_prediction_shown(page, uploaded_images: int = 0) -> None:
     # the ten per-digit maps wait in a closed expander. Each one shown has loaded.
     shown = page.locator("[data-testid=stImage] img:visible")
     expected = (uploaded_images + 7, uploaded_images + 8)
-    for _ in range(UI_TIMEOUT_MS // 100):  # the maps arrive after their captions' first one
-        if shown.count() in expected:
+    loaded = "images => images.every(i => i.complete && i.naturalWidth > 0)"
+    # the maps arrive after their captions' first one, and a rerun may still be replacing one:
+    # wait until the page settles, then check; a broken image never counts as loaded
+    for _ in range(UI_TIMEOUT_MS // 100):
+        if shown.count() in expected and shown.evaluate_all(loaded):
             break
         page.wait_for_timeout(100)
     assert shown.count() in expected
-    assert shown.evaluate_all("images => images.every(i => i.complete && i.naturalWidth > 0)")
+    assert shown.evaluate_all(loaded)
 
 
 def screenshot(page, name: str) -> Path:
