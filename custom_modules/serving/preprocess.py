@@ -73,16 +73,19 @@ def _page_shading(grey: np.ndarray) -> np.ndarray:
     return np.asarray(opened.resize((width, height), Image.Resampling.BILINEAR))
 
 
+def _border_median(grey: np.ndarray) -> float:
+    return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+
+
 def _ink_map(grey: np.ndarray) -> tuple[np.ndarray, float] | None:
     """Light ink on a zero background, stretched to [0, 1], and the level the ink's box is found
     at; None when there is no contrast."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    background = float(np.median(border))
+    background = _border_median(grey)
     box_level = INK_LEVEL
     if background > 0.5:  # dark ink on light paper: a photo, whose light may fall unevenly
         grey = 1.0 - grey
         grey = np.clip(grey - _page_shading(grey), 0.0, 1.0)
-        background = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+        background = _border_median(grey)
         box_level = PAPER_BOX_LEVEL
     contrast = float(grey.max()) - background
     if contrast < MIN_CONTRAST:
@@ -100,18 +103,19 @@ def ink_box(is_ink: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]), int(rows[-1])
 
 
-def _crop_to_ink(ink: np.ndarray, box_level: float = INK_LEVEL) -> np.ndarray | None:
-    """The box of the ink at least `box_level` bright, or None when there is too little ink to
-    be a digit."""
-    is_ink = ink >= INK_LEVEL
-    if is_ink.sum() < max(MIN_INK_PIXELS, MIN_INK_FRACTION * ink.size):
+def _crop_to_ink(ink: np.ndarray, box_level: float) -> np.ndarray | None:
+    """The box of the ink at least `box_level` bright (the stretched ink reaches 1), or None
+    when there is too little ink to be a digit."""
+    if (ink >= INK_LEVEL).sum() < max(MIN_INK_PIXELS, MIN_INK_FRACTION * ink.size):
         return None
-    left, top, right, bottom = ink_box(ink >= box_level) or ink_box(is_ink)
+    left, top, right, bottom = ink_box(ink >= box_level)
     return ink[top : bottom + 1, left : right + 1]
 
 
-def _resized(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An anti-aliased resize of a float image in [0, 1] to (width, height)."""
+def _scaled(image: np.ndarray, scale: float) -> np.ndarray:
+    """An anti-aliased resize of a float image in [0, 1] by `scale`, each side at least 1 px."""
+    height, width = image.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = Image.fromarray(image.astype(np.float32)).resize(size, Image.Resampling.LANCZOS)
     return np.clip(np.asarray(resized), 0.0, 1.0)
 
@@ -132,11 +136,8 @@ def pen_ratio(digit: np.ndarray) -> float:
 def _even_pen(digit: np.ndarray) -> np.ndarray:
     """The cropped digit, its strokes widened (grey dilation) when the pen is thinner than
     MIN_PEN_RATIO of its size; returned as it is otherwise."""
-    height, width = digit.shape
-    scale = min(1.0, PEN_WORK_SIZE / max(height, width))
-    work = digit
-    if scale < 1.0:
-        work = _resized(digit, (max(1, round(width * scale)), max(1, round(height * scale))))
+    longer = max(digit.shape)
+    work = digit if longer <= PEN_WORK_SIZE else _scaled(digit, PEN_WORK_SIZE / longer)
     ratio = pen_ratio(work)
     if ratio >= MIN_PEN_RATIO:
         return digit
@@ -148,9 +149,7 @@ def _even_pen(digit: np.ndarray) -> np.ndarray:
 
 def _fit_digit_box(digit: np.ndarray) -> np.ndarray:
     """Anti-aliased resize so that the longer side is DIGIT_SIZE px, keeping the aspect ratio."""
-    height, width = digit.shape
-    scale = DIGIT_SIZE / max(height, width)
-    return _resized(digit, (max(1, round(width * scale)), max(1, round(height * scale))))
+    return _scaled(digit, DIGIT_SIZE / max(digit.shape))
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
