@@ -1,5 +1,6 @@
 """Real inputs: the made-up sets, calibration, the decline rule, and the style augmentation."""
 
+import io
 import json
 import shutil
 from dataclasses import replace
@@ -25,6 +26,7 @@ from custom_modules.synthetic.handwriting import (
     draw_as_strokes,
     font_digit,
     other_hand,
+    pen_path,
     photo_of_paper,
     skeleton,
 )
@@ -168,7 +170,7 @@ def test_made_up_digits_are_canvas_drawings_and_photos_the_app_can_read() -> Non
     for canvas in (draw_as_strokes(seven, rng), other_hand(seven, rng), font_digit(7, rng)):
         assert canvas.shape == (CANVAS_SIZE, CANVAS_SIZE, 4) and canvas.dtype == np.uint8
         assert preprocess_image(canvas) is not None
-    photo = Image.open(__import__("io").BytesIO(photo_of_paper(draw_as_strokes(seven, rng), rng)))
+    photo = Image.open(io.BytesIO(photo_of_paper(draw_as_strokes(seven, rng), rng)))
     assert photo.format == "JPEG"
     assert preprocess_image(np.asarray(photo)) is not None
 
@@ -179,6 +181,30 @@ def test_skeleton_thins_a_thick_bar_to_one_pixel() -> None:
     thin = skeleton(bar)
     assert thin.any() and thin.sum() < 20
     assert thin[:, 8].sum() == 1  # one pixel across the bar's middle
+
+
+def test_pen_path_keeps_a_blob_filled_where_the_centre_line_alone_is_a_stroke() -> None:
+    ys, xs = np.mgrid[:56, :56]
+    head = (ys - 16) ** 2 + (xs - 28) ** 2 <= 10**2  # a 9's loop closed by a thick pen
+    nine = head | ((abs(xs - 36) <= 2) & (ys >= 16) & (ys <= 50))
+    inside = (ys - 16) ** 2 + (xs - 28) ** 2 <= 5**2
+    assert (skeleton(nine) & inside).sum() < 10  # the centre line crosses the blob as a line
+    assert (pen_path(nine) & inside).sum() > 0.8 * inside.sum()
+    ring = head & ((ys - 16) ** 2 + (xs - 28) ** 2 >= 8**2)  # an open loop: its line suffices
+    assert np.array_equal(pen_path(ring), skeleton(ring))
+
+
+def test_a_photo_frames_the_whole_drawing_even_at_the_canvas_edge() -> None:
+    canvas = np.zeros((CANVAS_SIZE, CANVAS_SIZE, 4), np.uint8)
+    canvas[:, :, :3] = 255
+    canvas[:, -12:, 3] = 255  # a bar along the canvas's right edge
+    for seed in range(10):
+        photo = np.asarray(
+            Image.open(io.BytesIO(photo_of_paper(canvas, np.random.default_rng(seed)))).convert("L")
+        )
+        dark = photo < 120
+        assert dark.sum() > 0.8 * 12 * CANVAS_SIZE, seed  # the whole bar is in the photo
+        assert np.nonzero(dark)[1].max() < photo.shape[1] - 10, seed  # with paper beside it
 
 
 def test_non_digit_glyphs_hold_no_digit_or_look_alike() -> None:

@@ -10,10 +10,13 @@ import math
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
 
 from custom_modules.synthetic.non_digits import HELD_OUT_FONTS, TRAIN_FONTS, load_font
 
 CANVAS_SIZE = 280  # the app's drawing surface, in px
+PHOTO_MARGIN = CANVAS_SIZE // 4  # paper around a photographed drawing, in px
+TILT_SCALE = np.array([1, 1, 0.5, 1, 1, 0.5, 5e-4, 5e-4])  # a photo's tilt: shifts <= 4 % of it
 
 _NEIGHBOURS = [(-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1)]  # P2..P9
 
@@ -47,10 +50,30 @@ def _canvas_rgba(alpha: Image.Image) -> np.ndarray:
     return canvas
 
 
+def _disk(radius: float) -> np.ndarray:
+    """A round structuring element of the given radius in px (at least the centre pixel)."""
+    n = math.ceil(radius)
+    ys, xs = np.mgrid[-n : n + 1, -n : n + 1]
+    return xs**2 + ys**2 <= max(radius, 0.5) ** 2
+
+
+def pen_path(ink: np.ndarray) -> np.ndarray:
+    """Where a pen went to make `ink` (bool): its centre line, and the inside of any blob.
+
+    A loop a thick pen closed is a blob, whose centre line is a mere stroke (a 9 would become a
+    1); the blob's inside, what stays after opening away the usual strokes, keeps it filled."""
+    path = skeleton(ink)
+    if not path.any():
+        return path
+    half_width = float(np.median(ndimage.distance_transform_edt(ink)[path]))
+    blobs = ndimage.binary_opening(ink, _disk(1.5 * half_width))
+    return path | ndimage.binary_erosion(blobs, _disk(half_width))
+
+
 def draw_as_strokes(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The digit's centre line drawn with a round brush: any size, place and pen width."""
+    """The digit's pen path drawn with a round brush: any size, place and pen width."""
     big = np.asarray(Image.fromarray(digit).resize((56, 56), Image.Resampling.BILINEAR))
-    path = skeleton(big >= 100)
+    path = pen_path(big >= 100)
     ys, xs = np.nonzero(path)
     if len(ys) == 0:
         ys, xs = np.nonzero(big >= 100)
@@ -173,9 +196,12 @@ def _place_on_canvas(ink: Image.Image, rng: np.random.Generator) -> np.ndarray:
 
 
 def photo_of_paper(canvas: np.ndarray, rng: np.random.Generator) -> bytes:
-    """A canvas drawing as a phone photo of dark ink on paper: tilt, light, blur, noise, JPEG."""
-    ink = canvas[..., 3].astype(np.float32) / 255
-    size = CANVAS_SIZE
+    """A canvas drawing as a phone photo of dark ink on paper: tilt, light, blur, noise, JPEG.
+
+    The drawing lies on a sheet PHOTO_MARGIN wider on each side, and the tilt turns about the
+    sheet's centre, so the photo frames the whole digit as a person taking it would."""
+    ink = np.pad(canvas[..., 3], PHOTO_MARGIN).astype(np.float32) / 255
+    size = ink.shape[0]
     paper = np.array(rng.uniform([200, 190, 170], [250, 250, 245]), np.float32)
     ink_colour = np.array(rng.uniform([10, 10, 20], [70, 70, 120]), np.float32)
     ys, xs = np.indices((size, size), dtype=np.float32) / size
@@ -183,12 +209,19 @@ def photo_of_paper(canvas: np.ndarray, rng: np.random.Generator) -> bytes:
     rgb = paper * light[..., None] * (1 - ink[..., None]) + ink_colour * ink[..., None]
     rgb += rng.normal(0, rng.uniform(2, 8), rgb.shape)
     image = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
-    tilt = rng.uniform(-0.08, 0.08, size=8) * [1, 1, size, 1, 1, size, 1e-3, 1e-3]
-    coeffs = np.array([1, 0, 0, 0, 1, 0, 0, 0]) + tilt * [1, 1, 1, 1, 1, 1, 0.5, 0.5]
+    a, b, shift_x, d, e, shift_y, g, h = (
+        np.array([1, 0, 0, 0, 1, 0, 0, 0]) + rng.uniform(-0.08, 0.08, size=8) * TILT_SCALE
+    )
+    centre = size / 2  # (a, b; d, e) turn about it; the shifts stay within the margin
+    coeffs = (
+        a, b, shift_x * size + centre * (1 - a - b),
+        d, e, shift_y * size + centre * (1 - d - e),
+        g, h,
+    )  # fmt: skip
     image = image.transform(
         image.size,
         Image.Transform.PERSPECTIVE,
-        tuple(coeffs),
+        coeffs,
         resample=Image.Resampling.BILINEAR,
         fillcolor=tuple(paper.astype(int)),
     )
