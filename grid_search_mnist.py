@@ -224,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --robust: train a small CNN teacher on the same restyled digits (resumable, "
         "in --output-dir), then take half of the digits' loss from its outputs (DeiT)",
     )
+    training.add_argument(
+        "--continental",
+        type=float,
+        default=DEFAULTS.continental,
+        metavar="SHARE",
+        help="with --robust: give this share of the training 1s a flag (some a foot too) and of "
+        "the 7s a bar across the stem, as writers outside the US form them (default: 0)",
+    )
 
     logging = parser.add_argument_group("logging and benchmarks")
     logging.add_argument(

@@ -31,7 +31,12 @@ from custom_modules.synthetic.handwriting import (
     skeleton,
 )
 from custom_modules.synthetic.non_digits import GLYPHS, make_non_digits
-from custom_modules.training.style import StyleAugment, augment_batch, reframe_like_serving
+from custom_modules.training.style import (
+    StyleAugment,
+    augment_batch,
+    continental_forms,
+    reframe_like_serving,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,6 +249,32 @@ def test_style_augmentation_keeps_the_ink_framed_and_is_seeded() -> None:
     for image in first[:, 0].numpy() >= 0.2:  # framed as served: the longer side ~20 px
         rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
         assert 17 <= max(np.ptp(rows), np.ptp(cols)) + 1 <= 22
+
+
+def test_continental_forms_flag_the_ones_bar_the_sevens_and_leave_the_rest() -> None:
+    one = np.zeros((28, 28), np.uint8)
+    one[4:24, 13:16] = 255  # a plain upright stroke
+    images = torch.from_numpy(np.stack([one, one, a_seven(), a_seven(), one])).float().div(255)
+    images = images[:, None]
+    labels = torch.tensor([1, 4, 7, 3, -1])  # a 1; the same stroke labelled 4; a 7, a 3; none
+    formed = continental_forms(images, labels, 1.0, torch.Generator().manual_seed(0))
+    added = (formed - images)[:, 0] > 0.5
+    assert added[0, 4:12, :13].sum() >= 4  # a flag down to the left of the 1's top
+    assert added[2].sum() >= 4 and not added[2, :8].any()  # the 7's bar, below its top
+    assert not added[[1, 3, 4]].any()  # other digits and non-digits as they were
+    assert torch.equal(continental_forms(images, labels, 0.0, torch.Generator()), images)
+
+
+def test_restyling_with_labels_adds_continental_forms_only_when_asked() -> None:
+    images = torch.from_numpy(np.stack([a_seven()] * 4)).float().div(255)[:, None]
+    labels = torch.full((4,), 7)
+    plain = augment_batch(images, StyleAugment(), torch.Generator().manual_seed(5))
+    labelled = augment_batch(images, StyleAugment(), torch.Generator().manual_seed(5), labels)
+    assert torch.equal(plain, labelled)  # the recipe the shipped models trained on, unchanged
+    barred = StyleAugment(continental_p=1.0)
+    assert not torch.equal(
+        augment_batch(images, barred, torch.Generator().manual_seed(5), labels), plain
+    )
 
 
 def test_without_the_serving_frame_the_digit_keeps_mnist_size_and_place() -> None:

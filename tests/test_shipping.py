@@ -147,11 +147,14 @@ def test_only_and_init_from_need_ship(capsys) -> None:
 
 
 def test_robust_options_need_robust(capsys) -> None:
-    for option in (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"]):
+    options = (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"])
+    for option in (*options, ["--continental", "0.5"]):
         assert grid_search_mnist.main(["--ship", *option]) == 2
         assert "go with --robust" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--distill", "--head-only"]) == 2
     assert "--head-only refits the head alone" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--continental", "1.5"]) == 2
+    assert "between 0 and 1" in capsys.readouterr().err
 
 
 def test_retime_measures_every_run_again_and_updates_only_latency(

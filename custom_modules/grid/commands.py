@@ -127,6 +127,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
     """Fine-tune the shipped models for real handwriting and non-digits; ship and calibrate."""
     from custom_modules.grid.robust import RobustJob, robust_ship
     from custom_modules.training.robust import RobustConfig
+    from custom_modules.training.style import StyleAugment
     from custom_modules.training.teacher import DISTILL_WEIGHT, TeacherConfig
 
     if error := output_dir_error(settings.output_dir):
@@ -142,6 +143,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
             ema_decay=settings.ema_decay,
             seed=settings.seed,
             distill_weight=DISTILL_WEIGHT if settings.distill else 0.0,
+            style=StyleAugment(continental_p=settings.continental),
         ),
         non_digit_count=settings.non_digits,
         command=settings.command,

@@ -107,10 +107,8 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
 
         def report(record: dict, name: str = name) -> None:
             print(
-                f"{name} epoch {record['epoch']}: train loss "
-                f"{record['train_loss']:.4f}, val acc {record['val_clean_accuracy']:.4f} clean, "
-                f"{record['val_styled_accuracy']:.4f} restyled; non-digits declined "
-                f"{record['val_non_digits_declined']:.1%}",
+                f"{name} epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
+                + _check_line(record),
                 flush=True,
             )
 
@@ -128,10 +126,8 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             model, interpolation = choose_interpolation(start, model, inputs()[1])
             for alpha, figures in interpolation["mixes"].items():
                 print(
-                    f"{name} mixed at alpha {alpha}: val acc {figures['val_clean_accuracy']:.4f} "
-                    f"clean (start {interpolation['start_val_clean_accuracy']:.4f}), "
-                    f"{figures['val_styled_accuracy']:.4f} restyled; non-digits declined "
-                    f"{figures['val_non_digits_declined']:.1%}",
+                    f"{name} mixed at alpha {alpha} (start's clean val acc "
+                    f"{interpolation['start_val_clean_accuracy']:.4f}): " + _check_line(figures),
                     flush=True,
                 )
             print(f"{name}: shipping the mix at alpha {interpolation['alpha']}", flush=True)
@@ -206,6 +202,17 @@ def calibrate_shipped(
         )
     write_manifest(models_dir, manifest)
     return fitted
+
+
+def _check_line(figures: dict) -> str:
+    """One line of a RobustCheck's figures (continental forms: checks made since 2026-11-25)."""
+    continental = figures.get("val_continental_accuracy")
+    return (
+        f"val acc {figures['val_clean_accuracy']:.4f} clean, "
+        f"{figures['val_styled_accuracy']:.4f} restyled"
+        + ("" if continental is None else f", {continental:.4f} continental 1s and 7s")
+        + f"; non-digits declined {figures['val_non_digits_declined']:.1%}"
+    )
 
 
 def robust_ship(job: RobustJob, data: DataSplits) -> None:

@@ -82,6 +82,7 @@ class GridSettings:
     head_only: bool = False
     interpolate: bool = False
     distill: bool = False
+    continental: float = 0.0
     wandb: str = "online"
     wandb_project: str = "vit-digits"
     bench_threads: int = 1
@@ -107,9 +108,14 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         or settings.head_only
         or settings.interpolate
         or settings.distill
+        or settings.continental
     )
     if robust_only and mode is not Mode.ROBUST:
-        return "--stop-after, --head-only, --interpolate and --distill go with --robust"
+        return (
+            "--stop-after, --head-only, --interpolate, --distill and --continental go with --robust"
+        )
+    if not 0 <= settings.continental <= 1:
+        return f"--continental {settings.continental} is a share: between 0 and 1"
     if settings.distill and settings.head_only:
         return "--distill trains the whole network; --head-only refits the head alone"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:

@@ -88,22 +88,34 @@ class RobustState:
 
 @dataclass(frozen=True)
 class RobustCheck:
-    """Fixed validation inputs the epochs are judged on: clean and restyled digits, non-digits."""
+    """Fixed validation inputs the epochs are judged on: clean and restyled digits, the 1s and 7s
+    restyled in their continental forms, non-digits."""
 
     clean: torch.Tensor
     styled: torch.Tensor
     labels: torch.Tensor
     non_digits: torch.Tensor
+    continental: torch.Tensor
+    continental_labels: torch.Tensor
 
     @classmethod
     def make(cls, data: DataSplits, non_digits: torch.Tensor, seed: int = 123) -> "RobustCheck":
         generator = torch.Generator().manual_seed(seed)
         style = StyleAugment()
+        ones_and_sevens = (data.val_labels == 1) | (data.val_labels == 7)
+        continental_labels = data.val_labels[ones_and_sevens]
         return cls(
             clean=reframe_like_serving(data.val_images),
             styled=augment_batch(data.val_images, style, generator),
             labels=data.val_labels,
             non_digits=augment_batch(non_digits, style, generator),
+            continental=augment_batch(
+                data.val_images[ones_and_sevens],
+                replace(style, continental_p=1.0),
+                torch.Generator().manual_seed(seed + 1),  # leaves the figures above as they were
+                continental_labels,
+            ),
+            continental_labels=continental_labels,
         )
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
@@ -113,6 +125,10 @@ class RobustCheck:
             logits = predict_logits(model, images)
             report[f"val_{name}_loss"] = F.cross_entropy(logits, self.labels).item()
             report[f"val_{name}_accuracy"] = (logits.argmax(1) == self.labels).float().mean().item()
+        continental = predict_logits(model, self.continental).argmax(1)
+        report["val_continental_accuracy"] = (
+            (continental == self.continental_labels).float().mean().item()
+        )
         styled = predict_logits(model, self.styled).softmax(1)
         confident = styled.max(1).values[styled.argmax(1) == self.labels]
         threshold = torch.quantile(confident, DECLINE_CHECK_RATE).item()
@@ -180,7 +196,10 @@ def finetune_robust(
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             extra = torch.randint(len(non_digits), (config.non_digit_batch,), generator=generator)
             images = augment_batch(
-                torch.cat([data.train_images[batch], non_digits[extra]]), config.style, generator
+                torch.cat([data.train_images[batch], non_digits[extra]]),
+                config.style,
+                generator,
+                torch.cat([data.train_labels[batch], torch.full_like(extra, -1)]),
             )
             logits = model(images)
             n = len(batch)

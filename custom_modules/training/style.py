@@ -31,6 +31,7 @@ class StyleAugment:
     pen_p: tuple[float, float, float, float] = (0.2, 0.4, 0.3, 0.1)  # thinner, as is, +1, +2 px
     blur_p: float = 0.3
     reframe: bool = True  # framed as served; False keeps MNIST's frame (the parity ablation)
+    continental_p: float = 0.0  # share of 1s given a flag and 7s a bar (`continental_forms`)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -67,6 +68,81 @@ def blur(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Te
     soft = F.conv2d(soft, kernel.view(1, 1, 3, 1), padding=(1, 0))
     pick = torch.rand(images.shape[0], generator=generator, device=images.device) < p
     return torch.where(pick.view(-1, 1, 1, 1), soft, images)
+
+
+def _segment_ink(
+    size: tuple[int, int], start: torch.Tensor, end: torch.Tensor, pen: torch.Tensor
+) -> torch.Tensor:
+    """Ink (B, 1, H, W) of one straight stroke per image, `start` to `end` (B, 2) as (x, y) px,
+    `pen` (B,) px wide, its edge anti-aliased over one pixel."""
+    ys, xs = torch.meshgrid(
+        *(torch.arange(n, dtype=start.dtype, device=start.device) for n in size), indexing="ij"
+    )
+    points = torch.stack([xs, ys], -1)  # (H, W, 2)
+    a, ab = start[:, None, None], (end - start)[:, None, None]  # (B, 1, 1, 2)
+    t = (((points - a) * ab).sum(-1) / (ab * ab).sum(-1).clamp_min(1e-6)).clamp(0, 1)
+    distance = (points - (a + t[..., None] * ab)).norm(dim=-1)  # (B, H, W)
+    return (pen.view(-1, 1, 1) / 2 + 0.5 - distance).clamp(0, 1)[:, None]
+
+
+def continental_forms(
+    images: torch.Tensor, labels: torch.Tensor, p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """A share p of the 1s given a flag from the top (a third of those a foot too) and of the 7s
+    a bar across the stem: how many writers outside the US form them, and MNIST's seldom did.
+
+    `images` (B, 1, 28, 28) in [0, 1] as MNIST frames them; `labels` (B,), -1 for no digit."""
+    B, _, H, W = images.shape
+    device = images.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return _uniform(B, low, high, generator, device)
+
+    ink = images[:, 0] >= 0.5  # (B, H, W)
+    rows = torch.arange(H, device=device)
+    inked_rows = ink.any(2)  # (B, H)
+    top = torch.where(inked_rows, rows, H).amin(1)
+    bottom = torch.where(inked_rows, rows, -1).amax(1)
+    height = (bottom - top + 1).clamp_min(1).float()
+    pen = (ink.sum((1, 2)) / height).clamp(1.5, 4.0)  # a 1's or 7's stroke: ink per row
+
+    def ink_x(row: torch.Tensor) -> torch.Tensor:
+        """The ink's mean column (B,) over three rows from `row` (B,)."""
+        band = (rows >= row[:, None]) & (rows <= row[:, None] + 2)  # (B, H)
+        weights = (images[:, 0] * band[:, :, None]).sum(1)  # (B, W)
+        columns = torch.arange(W, dtype=images.dtype, device=device)
+        return (weights * columns).sum(1) / weights.sum(1).clamp_min(1e-6)
+
+    picked = (torch.rand(B, generator=generator, device=device) < p) & (bottom >= top)
+    ones, sevens = picked & (labels == 1), picked & (labels == 7)
+    feet = ones & (torch.rand(B, generator=generator, device=device) < 1 / 3)
+    # the flag leaves the stem's top at an acute angle, down to the left of the stem
+    top_x, foot_x = ink_x(top), ink_x(bottom - 2)
+    stem = torch.stack([foot_x - top_x, height], 1)
+    stem = stem / stem.norm(dim=1, keepdim=True)  # (B, 2), pointing down
+    angle = uniform(35, 65) * (math.pi / 180)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    down_x, down_y = stem[:, 0], stem[:, 1]
+    flag = torch.stack([down_x * cos - down_y * sin, down_x * sin + down_y * cos], 1)
+    flag_start = torch.stack([top_x, top.float()], 1)
+    flag_end = flag_start + flag * (uniform(0.2, 0.4) * height)[:, None]
+    foot_half = uniform(0.15, 0.3) * height
+    foot_y = bottom.float()
+    foot_start = torch.stack([foot_x - foot_half, foot_y], 1)
+    foot_end = torch.stack([foot_x + foot_half, foot_y], 1)
+    # the bar crosses the 7's stem about halfway down, about level
+    bar_y = top + uniform(0.45, 0.6) * height
+    bar_x = ink_x(bar_y.round().long() - 1)
+    bar_half = uniform(0.12, 0.22) * height
+    bar_tilt = uniform(-0.15, 0.15) * bar_half
+    bar_start = torch.stack([bar_x - bar_half, bar_y + bar_tilt], 1)
+    bar_end = torch.stack([bar_x + bar_half, bar_y - bar_tilt], 1)
+    strokes = (
+        _segment_ink((H, W), flag_start, flag_end, pen) * ones.view(B, 1, 1, 1)
+        + _segment_ink((H, W), foot_start, foot_end, pen) * feet.view(B, 1, 1, 1)
+        + _segment_ink((H, W), bar_start, bar_end, pen) * sevens.view(B, 1, 1, 1)
+    )
+    return torch.maximum(images, strokes.clamp(max=1.0))
 
 
 def style_warp(images: torch.Tensor, cfg: StyleAugment, generator: torch.Generator):
@@ -140,8 +216,16 @@ def reframe_like_serving(images: torch.Tensor) -> torch.Tensor:
     return framed.clamp(0, 1)
 
 
-def augment_batch(images: torch.Tensor, cfg: StyleAugment, generator: torch.Generator):
-    """A new writer's version of each image, framed as serving frames it."""
+def augment_batch(
+    images: torch.Tensor,
+    cfg: StyleAugment,
+    generator: torch.Generator,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A new writer's version of each image, framed as serving frames it; with `labels` (-1 for
+    no digit), the continental forms of 1 and 7 too."""
+    if labels is not None and cfg.continental_p > 0:
+        images = continental_forms(images, labels, cfg.continental_p, generator)
     images = F.pad(images, (PAD, PAD, PAD, PAD))
     images = style_warp(images, cfg, generator)
     images = pen_width(images, cfg.pen_p, generator)
