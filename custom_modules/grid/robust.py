@@ -205,7 +205,7 @@ def calibrate_shipped(
 
 
 def _check_line(figures: dict) -> str:
-    """One line of a RobustCheck's figures (continental forms: checks made since 2026-11-25)."""
+    """One line of a RobustCheck's figures (the continental forms: where the check had them)."""
     continental = figures.get("val_continental_accuracy")
     return (
         f"val acc {figures['val_clean_accuracy']:.4f} clean, "
