@@ -89,7 +89,7 @@ def continental_forms(
     images: torch.Tensor, labels: torch.Tensor, p: float, generator: torch.Generator
 ) -> torch.Tensor:
     """A share p of the 1s given a flag from the top (a third of those a foot too) and of the 7s
-    a bar across the stem: how many writers outside the US form them, and MNIST's seldom did.
+    a bar across the stem: the forms many writers outside the US use, and MNIST's seldom did.
 
     `images` (B, 1, 28, 28) in [0, 1] as MNIST frames them; `labels` (B,), -1 for no digit."""
     B, _, H, W = images.shape
