@@ -119,6 +119,8 @@ def measure(model: OnnxViT, sets: dict[str, InputSet]) -> dict[str, float]:
         probabilities, declined = reading.probabilities, reading.declined
         right = (probabilities.argmax(1) == inputs.labels) & inputs.usable
         figures[f"{name}_accuracy"] = float((right & ~declined).mean())
+        figures[f"{name}_top_digit"] = float(right.mean())
+        figures[f"{name}_declined"] = float(declined.mean())
         if name == "drawn":
             figures["drawn_correct_declined"] = float(declined[right].mean())
     non_digits = model.classify(sets["non-digits"].pixels)
@@ -165,6 +167,14 @@ def main() -> int:
         figures = measured[name] = measure(OnnxViT.from_info(info), sets)
         cells = [fmt.format(figures[key]) for key, (_, fmt) in COLUMNS.items()]
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    print("\nThe same digits by the top digit alone, declines not counted (share declined):")
+    print("| model | " + " | ".join(DIGIT_SETS) + " |")
+    print("|---" * (len(DIGIT_SETS) + 1) + "|")
+    for name, figures in measured.items():
+        cells = [
+            f"{figures[f'{s}_top_digit']:.2%} ({figures[f'{s}_declined']:.2%})" for s in DIGIT_SETS
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     if args.write_manifest:
         manifest = load_manifest_json(args.models_dir)
         for name, figures in measured.items():
