@@ -9,12 +9,13 @@ resumes where it stopped.
     python grid_search_mnist.py --data-dir ../shared/data/mnist                 # the full grid
     python grid_search_mnist.py --train-subset 2000 --epochs 1 --grid my.json   # a quick look
     python grid_search_mnist.py --backend ray --ray-address HEAD_IP:6379        # on a Ray cluster
+    python grid_search_mnist.py --halving --epochs 9 --data-dir ../shared/data/mnist  # 1, 3, 9
 
-One mode at a time: the grid (no mode flag), or --select, --ship, --retime, --retime-shipped,
---reexport-shipped, --robust or --calibrate-shipped. A run that fails is reported with its
-configuration and the others go on; it has no row, so the next run of the same command retries
-it. The exit code is 1 when any run failed, 2 when the command is refused before any work (a
-one-line message says why).
+One mode at a time: the grid (no mode flag), or --halving, --select, --ship, --retime,
+--retime-shipped, --reexport-shipped, --robust or --calibrate-shipped. A run that fails is
+reported with its configuration and the others go on; it has no row, so the next run of the same
+command retries it. The exit code is 1 when any run failed, 2 when the command is refused before
+any work (a one-line message says why).
 """
 
 import argparse
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     modes = parser.add_argument_group("mode (at most one; none runs the grid)")
     exclusive = modes.add_mutually_exclusive_group()
     mode_help = {
+        Mode.HALVING: "the grid by successive halving: every configuration trained to "
+        "--min-epochs of the --epochs schedule, the best 1/--halving-factor (and the Fast pick) "
+        "on for --halving-factor times as many, and so on to --epochs; each rung's table in "
+        "<output-dir>/rungs/, the last one chooses",
         Mode.SELECT: "print the Fast/Large choice made from --results-table, then stop",
         Mode.SHIP: "train the chosen configurations with this command's budget into --output-dir, "
         "then write them, their INT8 variants and manifest.json to --models-dir",
@@ -120,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a grid with more runs than this asks for --yes before it starts",
     )
     grid.add_argument("--yes", action="store_true", help="start a grid larger than --max-runs")
+    grid.add_argument(
+        "--halving-factor",
+        type=int,
+        default=DEFAULTS.halving_factor,
+        help="with --halving: each rung keeps 1 run in this many and trains it this many times "
+        "as long",
+    )
+    grid.add_argument(
+        "--min-epochs",
+        type=int,
+        default=DEFAULTS.min_epochs,
+        help="with --halving: the first rung's epochs, which every configuration trains",
+    )
 
     shipping = parser.add_argument_group("shipping")
     shipping.add_argument(

@@ -4,6 +4,8 @@
 before any work, with a one-line message.
 """
 
+import dataclasses
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from custom_modules.export.latency import onnx_latencies_interleaved
 from custom_modules.grid.grid_file import GridError, config_of, load_grid, run_id
+from custom_modules.grid.halving import promoted, rung_dir, rung_epochs, survivors_after
 from custom_modules.grid.local import run_locally
 from custom_modules.grid.progress import GridProgress
 from custom_modules.grid.results_table import ResultsTableError, read_results, update_results
@@ -26,7 +29,7 @@ from custom_modules.grid.shipping import (
     ship_models,
 )
 from custom_modules.serving.errors import ModelFileError
-from custom_modules.training.data import split_mnist
+from custom_modules.training.data import DataSplits, split_mnist
 from custom_modules.training.mnist_data import MnistDataError, load_mnist
 
 
@@ -237,18 +240,8 @@ def run_grid(settings: GridSettings, run_one: RunFn | None = None, ship: bool = 
         f"{len(data.test_labels)} test images"
     )
 
-    progress = GridProgress(results_path, len(todo))
-    try:
-        if settings.backend == "ray":
-            from custom_modules.grid.ray_backend import run_on_ray
-
-            run_on_ray(todo, settings, data, run_one, progress)
-        else:
-            run_locally(todo, settings, data, run_one, progress)
-    except (ResultsTableError, OSError) as err:  # cannot write here, or cannot reach Ray
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    if (exit_code := progress.exit_code()) != 0 or not ship:
+    progress = GridProgress(results_path, len(todo), settings.training_state_path)
+    if (exit_code := train_runs(todo, settings, data, run_one, progress)) != 0 or not ship:
         return exit_code
     rows = done | progress.rows  # the rows in memory: read at the start, or just made
     trained = {name: rows[run_id(config)] for name, config in chosen.items()}
@@ -260,6 +253,96 @@ def run_grid(settings: GridSettings, run_one: RunFn | None = None, ship: bool = 
             for name, row in trained.items()
         }
         ship_models(models, settings.models_dir, data, settings.results_table.name)
+    return 0
+
+
+def train_runs(
+    todo: list[dict[str, int]],
+    settings: GridSettings,
+    data: DataSplits,
+    run_one: RunFn,
+    progress: GridProgress,
+) -> int:
+    """Run `todo` on the settings' backend, each finished row into `progress`; its exit code."""
+    try:
+        if settings.backend == "ray":
+            from custom_modules.grid.ray_backend import run_on_ray
+
+            run_on_ray(todo, settings, data, run_one, progress)
+        else:
+            run_locally(todo, settings, data, run_one, progress)
+    except (ResultsTableError, OSError) as err:  # cannot write here, or cannot reach Ray
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return progress.exit_code()
+
+
+def halving(settings: GridSettings, run_one: RunFn | None = None) -> int:
+    """Successive halving over the grid, rung by rung; then the Fast/Large choice from the last.
+
+    A rerun skips the rows each rung's table already has and resumes unfinished runs by epoch.
+    """
+    run_one = run_one or run_config
+    try:
+        configs = load_grid(settings.grid)
+    except GridError as err:
+        return refuse(err)
+    if len(configs) > settings.max_runs and not settings.yes:
+        return refuse(
+            f"{settings.grid} makes {len(configs)} runs, more than --max-runs "
+            f"{settings.max_runs}; add --yes to start it anyway"
+        )
+    if error := output_dir_error(settings.output_dir):
+        return refuse(error)
+    stops = rung_epochs(settings.min_epochs, settings.halving_factor, settings.epochs)
+    state_dir = settings.output_dir / "train_state"  # shared by the rungs: each goes on from it
+    print(
+        f"successive halving of {len(configs)} configurations in {settings.grid}: "
+        f"{len(stops)} rungs, stopping after epochs {stops} of one {settings.epochs}-epoch schedule"
+    )
+    data, survivors = None, configs
+    for rung, stop_after in enumerate(stops):
+        rung_settings = dataclasses.replace(
+            settings,
+            output_dir=rung_dir(settings.output_dir, stop_after, settings.epochs),
+            stop_after=stop_after,
+            state_dir=state_dir,
+        )
+        try:
+            done = {row["run_id"]: row for row in read_results(rung_settings.results_path)}
+        except ResultsTableError as err:
+            return refuse(err)
+        todo = [config for config in survivors if run_id(config) not in done]
+        print(
+            f"rung {rung + 1}/{len(stops)}, to epoch {stop_after}: {len(survivors)} "
+            f"configuration(s), {len(todo)} to run; results in {rung_settings.results_path}"
+        )
+        if todo:
+            if data is None:
+                try:
+                    data = split_mnist(
+                        load_mnist(settings.data_dir),
+                        settings.val_size,
+                        settings.seed,
+                        settings.train_subset,
+                    )
+                except (MnistDataError, ValueError) as err:
+                    return refuse(err)
+            progress = GridProgress(rung_settings.results_path, len(todo))  # states kept
+            if (exit_code := train_runs(todo, rung_settings, data, run_one, progress)) != 0:
+                return exit_code
+            done |= progress.rows
+        if rung + 1 < len(stops):
+            keep = survivors_after(rung, len(configs), settings.halving_factor)
+            rows = [done[run_id(config)] for config in survivors]
+            survivors = [config_of(row) for row in promoted(rows, keep)]
+            print(f"  on to the next rung: {', '.join(map(run_id, survivors))}")
+    shutil.rmtree(state_dir, ignore_errors=True)  # every survivor has run its whole schedule
+    try:
+        chosen_rows(rung_settings.results_path)
+    except (ResultsTableError, ValueError) as err:
+        return refuse(err)
+    print(f"to ship them: --ship --results-table {rung_settings.results_path}")
     return 0
 
 
@@ -277,6 +360,7 @@ MODES: dict[Mode, Callable[[GridSettings, RunFn | None], int]] = {
     Mode.REEXPORT_SHIPPED: reexport_shipped_models,
     Mode.ROBUST: robust,
     Mode.CALIBRATE_SHIPPED: calibrate_shipped_models,
+    Mode.HALVING: halving,
 }
 
 

@@ -1,12 +1,12 @@
 """The grid's progress: each finished run's row into the table, each run reported as it ends."""
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from custom_modules.grid.grid_file import describe, run_id
 from custom_modules.grid.results_table import append_result
-from custom_modules.grid.run import training_state_path
 
 
 @dataclass
@@ -15,6 +15,7 @@ class GridProgress:
 
     results_path: Path
     total: int
+    state_path: Callable[[str], Path] | None = None  # deleted once the row is in; None: kept
     finished: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     rows: dict[str, dict] = field(default_factory=dict)  # the finished runs' rows, by run_id
@@ -26,7 +27,8 @@ class GridProgress:
     def record(self, row: dict, seconds: float) -> None:
         """Append the row (raises ResultsTableError when the table cannot be written)."""
         append_result(self.results_path, row)
-        training_state_path(self.results_path.parent, row["run_id"]).unlink(missing_ok=True)
+        if self.state_path is not None:
+            self.state_path(row["run_id"]).unlink(missing_ok=True)
         self.finished.append(row["run_id"])
         self.rows[row["run_id"]] = row
         print(

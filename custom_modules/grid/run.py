@@ -83,15 +83,13 @@ class WandbLogger:
         return "" if self.run is None else f"{self.run.project}/{self.run.id}"
 
 
-def training_state_path(output_dir: Path, name: str) -> Path:
-    """Where a run's training state waits, epoch by epoch, until its row is in the table."""
-    return output_dir / "train_state" / f"{name}.pt"
-
-
 def run_config(
     config: dict[str, int], settings: GridSettings, data: DataSplits, device: torch.device
 ) -> dict:
-    """Train, evaluate, export and benchmark one configuration; return its results row."""
+    """Train, evaluate, export and benchmark one configuration; return its results row.
+
+    With `settings.stop_after`, training stops after that epoch of its schedule (a halving rung).
+    """
     name = run_id(config)
     path = TrainingPath.baseline() if settings.baseline else TrainingPath.fast(device)
     train_config = TrainConfig(
@@ -113,10 +111,11 @@ def run_config(
     logger = WandbLogger.start(
         wandb_mode(settings.wandb),
         settings.wandb_project,
-        name,
+        name if settings.stop_after is None else f"{name}-epoch{settings.stop_after}",
         {
             **model.config.to_dict(),
             **vars(train_config),
+            "stop_after": settings.stop_after,
             "fused_attention": path.fused_attention,
             "params": model.num_parameters(),
         },
@@ -133,8 +132,8 @@ def run_config(
         )
 
     try:
-        state_path = training_state_path(settings.output_dir, name)
-        result = train_model(model, data, train_config, on_epoch, state_path)
+        state_path = settings.training_state_path(name)
+        result = train_model(model, data, train_config, on_epoch, state_path, settings.stop_after)
         val = evaluate(model, data.val_images, data.val_labels)
         test = evaluate(model, data.test_images, data.test_labels)
         model = model.to("cpu").eval()

@@ -15,6 +15,11 @@ class Selection:
     candidates: list[dict[str, str]]  # the runs within the margin, fastest first
 
 
+def accuracy_rank(row: dict) -> tuple[float, float, int]:
+    """Sort key, best first: higher validation accuracy, then lower validation loss, fewer params."""
+    return (-float(row["val_accuracy"]), float(row["val_loss"]), int(row["params"]))
+
+
 def select_models(rows: list[dict[str, str]], margin: float = FAST_MARGIN) -> Selection:
     """Large: the best validation accuracy (ties: lower validation loss, then fewer parameters).
 
@@ -23,9 +28,6 @@ def select_models(rows: list[dict[str, str]], margin: float = FAST_MARGIN) -> Se
     """
     if not rows:
         raise ValueError("the results table is empty: run the grid first")
-
-    def accuracy_rank(row: dict[str, str]) -> tuple[float, float, int]:
-        return (-float(row["val_accuracy"]), float(row["val_loss"]), int(row["params"]))
 
     large = min(rows, key=accuracy_rank)
     best = float(large["val_accuracy"])

@@ -26,6 +26,7 @@ class Mode(enum.Enum):
     REEXPORT_SHIPPED = "reexport-shipped"
     ROBUST = "robust"
     CALIBRATE_SHIPPED = "calibrate-shipped"
+    HALVING = "halving"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class GridSettings:
     interpolate: bool = False
     distill: bool = False
     continental: float = 0.0
+    halving_factor: int = 3
+    min_epochs: int = 1
+    state_dir: Path | None = None  # runs' training states; None: <output-dir>/train_state
     wandb: str = "online"
     wandb_project: str = "vit-digits"
     bench_threads: int = 1
@@ -95,6 +99,10 @@ class GridSettings:
     def results_path(self) -> Path:
         """This command's own results table, in --output-dir."""
         return self.output_dir / "results.csv"
+
+    def training_state_path(self, name: str) -> Path:
+        """Where a run's training state waits, epoch by epoch, until its row is in the table."""
+        return (self.state_dir or self.output_dir / "train_state") / f"{name}.pt"
 
 
 def settings_error(mode: Mode, settings: GridSettings) -> str | None:
@@ -114,6 +122,16 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         return (
             "--stop-after, --head-only, --interpolate, --distill and --continental go with --robust"
         )
+    halving_flags = (settings.halving_factor, settings.min_epochs) != (
+        GridSettings.halving_factor,
+        GridSettings.min_epochs,
+    )
+    if halving_flags and mode is not Mode.HALVING:
+        return "--halving-factor and --min-epochs go with --halving"
+    if settings.halving_factor < 2:
+        return f"--halving-factor {settings.halving_factor}: keep 1 in at least 2 (2 or more)"
+    if not 1 <= settings.min_epochs <= settings.epochs:
+        return f"--min-epochs {settings.min_epochs}: between 1 and --epochs ({settings.epochs})"
     if not 0 <= settings.continental <= 1:
         return f"--continental {settings.continental} is a share: between 0 and 1"
     if settings.distill and settings.head_only:

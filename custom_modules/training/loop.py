@@ -161,10 +161,13 @@ def train_model(
     config: TrainConfig,
     on_epoch: Callable[[dict], None] | None = None,
     state_path: str | Path | None = None,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """AdamW + warm-up/cosine; early-stop on validation loss and restore the best weights.
 
     With `state_path`, the training state is saved after every epoch and a rerun goes on from there.
+    With `stop_after`, stop after that epoch of the schedule; a later call with the same state
+    goes on along the same schedule (the rungs of successive halving).
     """
     device = data.train_images.device
     generator = torch.Generator(device=device).manual_seed(config.seed)
@@ -193,7 +196,8 @@ def train_model(
         print(f"{state_path}: resuming after epoch {len(state.history)}")
 
     start_epoch = len(state.history) + 1
-    epochs = range(start_epoch, config.epochs + 1 if not state.stopped else start_epoch)
+    last_epoch = config.epochs if stop_after is None else min(stop_after, config.epochs)
+    epochs = range(start_epoch, last_epoch + 1 if not state.stopped else start_epoch)
     for epoch in tqdm(epochs, desc="epochs", leave=False, disable=None):
         model.train()
         order = torch.randperm(n_train, generator=generator, device=device)
