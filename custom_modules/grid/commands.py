@@ -295,7 +295,8 @@ def halving(settings: GridSettings, run_one: RunFn | None = None) -> int:
     if error := output_dir_error(settings.output_dir):
         return refuse(error)
     stops = rung_epochs(settings.min_epochs, settings.halving_factor, settings.epochs)
-    state_dir = settings.output_dir / "train_state"  # shared by the rungs: each goes on from it
+    # shared by the rungs, each going on from it; absolute: Ray trials run in folders of their own
+    state_dir = (settings.output_dir / "train_state").resolve()
     print(
         f"successive halving of {len(configs)} configurations in {settings.grid}: "
         f"{len(stops)} rungs, stopping after epochs {stops} of one {settings.epochs}-epoch schedule"

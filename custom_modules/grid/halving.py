@@ -13,7 +13,7 @@ from custom_modules.grid.selection import accuracy_rank, select_models
 
 
 def rung_epochs(min_epochs: int, factor: int, epochs: int) -> list[int]:
-    """The epoch each rung stops after: `min_epochs`, `factor` times more each rung; last `epochs`."""
+    """The epoch each rung stops after: `min_epochs`, `factor` times more each, `epochs` last."""
     if factor < 2 or not 1 <= min_epochs <= epochs:
         raise ValueError(f"no rungs for min_epochs {min_epochs}, factor {factor}, epochs {epochs}")
     stops, stop = [], min_epochs

@@ -16,7 +16,7 @@ class Selection:
 
 
 def accuracy_rank(row: dict) -> tuple[float, float, int]:
-    """Sort key, best first: higher validation accuracy, then lower validation loss, fewer params."""
+    """Sort key, best first: higher validation accuracy, lower validation loss, fewer params."""
     return (-float(row["val_accuracy"]), float(row["val_loss"]), int(row["params"]))
 
 
