@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from custom_modules.atomic_file import replaced_atomically
 from custom_modules.training.augment import random_affine
 from custom_modules.training.data import DataSplits
 from custom_modules.training.metrics import evaluate
+from custom_modules.training.resumable import load_state, save_state
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -135,24 +135,12 @@ class TrainingState:
     stopped: bool = False
 
     def save(self, path: Path) -> None:
-        """Written atomically: a kill mid-write leaves the previous epoch's state."""
-        with replaced_atomically(path) as tmp_path:
-            torch.save(vars(self), tmp_path)
+        save_state(path, vars(self))
 
     @classmethod
     def load(cls, path: Path | None, setup: dict) -> "TrainingState | None":
         """The state saved by an interrupted run of the same setup, or None to start afresh."""
-        if path is None or not path.exists():
-            return None
-        try:
-            state = cls(**torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as err:  # a damaged file: say so, and train from the start
-            print(f"{path}: cannot read the saved training state ({err}); starting afresh")
-            return None
-        if state.setup != setup:
-            print(f"{path}: saved for another model or schedule; starting afresh")
-            return None
-        return state
+        return load_state(path, setup, "training state", lambda saved: cls(**saved))
 
 
 def train_model(

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from custom_modules.atomic_file import replaced_atomically
 from custom_modules.training.data import DataSplits
 from custom_modules.training.loop import param_groups, warmup_cosine
 from custom_modules.training.metrics import predict_logits
+from custom_modules.training.resumable import load_state, save_state
 from custom_modules.training.style import StyleAugment, augment_batch, reframe_like_serving
 from custom_modules.training.teacher import distillation_loss
 from custom_modules.vision_transformer import VisionTransformer
@@ -68,22 +68,11 @@ class RobustState:
     history: list[dict] = field(default_factory=list)
 
     def save(self, path: Path) -> None:
-        with replaced_atomically(path) as tmp_path:
-            torch.save(vars(self), tmp_path)
+        save_state(path, vars(self))
 
     @classmethod
     def load(cls, path: Path, setup: dict) -> "RobustState | None":
-        if not path.exists():
-            return None
-        try:
-            state = cls(**torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as err:  # a damaged file: say so, and start afresh
-            print(f"{path}: cannot read the saved state ({err}); starting afresh")
-            return None
-        if state.setup != setup:
-            print(f"{path}: saved for another model or recipe; starting afresh")
-            return None
-        return state
+        return load_state(path, setup, "robust training state", lambda saved: cls(**saved))
 
 
 @dataclass(frozen=True)

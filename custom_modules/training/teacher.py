@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from custom_modules.atomic_file import replaced_atomically
 from custom_modules.training.data import DataSplits
 from custom_modules.training.loop import param_groups, warmup_cosine
 from custom_modules.training.metrics import predict_logits
+from custom_modules.training.resumable import load_state, save_state
 from custom_modules.training.style import StyleAugment, augment_batch, reframe_like_serving
 
 DISTILL_WEIGHT = 0.5  # --distill: the share of the digits' loss taken from the teacher
@@ -100,13 +100,14 @@ def train_teacher(
     )
     setup = {"recipe": asdict(config), "n_train": n_train}
     history: list[dict] = []
-    state = _load_state(state_path, setup)
+    state = load_state(state_path, setup, "teacher", lambda saved: saved)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])
         history = state["history"]
+        print(f"{state_path}: teacher trained for {len(history)} epochs; going on from there")
     val_images = reframe_like_serving(data.val_images)
     for epoch in range(len(history) + 1, config.epochs + 1):
         model.train()
@@ -139,22 +140,6 @@ def train_teacher(
             "generator": generator.get_state(),
             "history": history,
         }
-        with replaced_atomically(state_path) as tmp_path:
-            torch.save(state, tmp_path)
+        save_state(state_path, state)
         on_epoch(history[-1])
     return model.eval(), history
-
-
-def _load_state(path: Path, setup: dict) -> dict | None:
-    if not path.exists():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a damaged file: say so, and start afresh
-        print(f"{path}: cannot read the saved teacher ({err}); training it afresh")
-        return None
-    if state.get("setup") != setup:
-        print(f"{path}: saved for another recipe or data; training the teacher afresh")
-        return None
-    print(f"{path}: teacher trained for {len(state['history'])} epochs; going on from there")
-    return state
