@@ -85,6 +85,13 @@ def _segment_ink(
     return (pen.view(-1, 1, 1) / 2 + 0.5 - distance).clamp(0, 1)[:, None]
 
 
+def ink_span(inked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first and last inked index (B,) of each row of `inked` (B, L); L and -1 for none."""
+    length = inked.shape[1]
+    index = torch.arange(length, device=inked.device)
+    return torch.where(inked, index, length).amin(1), torch.where(inked, index, -1).amax(1)
+
+
 def continental_forms(
     images: torch.Tensor, labels: torch.Tensor, p: float, generator: torch.Generator
 ) -> torch.Tensor:
@@ -100,9 +107,7 @@ def continental_forms(
 
     ink = images[:, 0] >= 0.5  # (B, H, W)
     rows = torch.arange(H, device=device)
-    inked_rows = ink.any(2)  # (B, H)
-    top = torch.where(inked_rows, rows, H).amin(1)
-    bottom = torch.where(inked_rows, rows, -1).amax(1)
+    top, bottom = ink_span(ink.any(2))
     height = (bottom - top + 1).clamp_min(1).float()
     pen = (ink.sum((1, 2)) / height).clamp(1.5, 4.0)  # a 1's or 7's stroke: ink per row
 
@@ -178,13 +183,10 @@ def reframe_like_serving(images: torch.Tensor) -> torch.Tensor:
     images = images / peak
     images = images * (images >= NOISE_FLOOR)
     ink = images[:, 0] >= INK_LEVEL  # (B, H, W)
-    rows, cols = ink.any(dim=2), ink.any(dim=1)  # (B, H), (B, W)
+    top, bottom = ink_span(ink.any(dim=2))
+    left, right = ink_span(ink.any(dim=1))
     index_h = torch.arange(H, device=images.device)
     index_w = torch.arange(W, device=images.device)
-    top = torch.where(rows, index_h, H).amin(1)
-    bottom = torch.where(rows, index_h, -1).amax(1)
-    left = torch.where(cols, index_w, W).amin(1)
-    right = torch.where(cols, index_w, -1).amax(1)
     has_ink = bottom >= top
     side = torch.maximum(bottom - top + 1, right - left + 1).clamp_min(1).float()
     scale = DIGIT_SIZE / side  # output px per input px
