@@ -115,9 +115,11 @@ def test_a_failed_run_stops_the_rungs_and_a_rerun_trains_only_what_is_missing(ar
     assert grid_search_mnist.main(argv, run_one=scored_run(calls)) == 0
     assert calls[0] == ("vit-e16-h2-l3-m3", 1) and len(calls) == 1 + 4 + 2
 
-    calls.clear()  # everything done: nothing trains again, the choice is printed again
+    calls.clear()  # everything done: nothing trains again, each rung's best and the choice shown
     assert grid_search_mnist.main(argv, run_one=scored_run(calls)) == 0
-    assert calls == [] and "Large: vit-e16-h2-l3-m4" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert calls == [] and "Large: vit-e16-h2-l3-m4" in out
+    assert "best at epoch 1: vit-e16-h2-l3-m4 0.9350, vit-e16-h2-l3-m3 0.9340" in out
 
 
 @pytest.mark.parametrize(

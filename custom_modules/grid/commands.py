@@ -18,7 +18,7 @@ from custom_modules.grid.local import run_locally
 from custom_modules.grid.progress import GridProgress
 from custom_modules.grid.results_table import ResultsTableError, read_results, update_results
 from custom_modules.grid.run import RunFn, run_config
-from custom_modules.grid.selection import FAST_MARGIN, select_models
+from custom_modules.grid.selection import FAST_MARGIN, accuracy_rank, select_models
 from custom_modules.grid.settings import GridSettings, Mode
 from custom_modules.grid.shipping import (
     ShippedModel,
@@ -333,9 +333,14 @@ def halving(settings: GridSettings, run_one: RunFn | None = None) -> int:
             if (exit_code := train_runs(todo, rung_settings, data, run_one, progress)) != 0:
                 return exit_code
             done |= progress.rows
+        rows = [done[run_id(config)] for config in survivors]
+        ranked = sorted(rows, key=accuracy_rank)
+        print(
+            f"  best at epoch {stop_after}: "
+            + ", ".join(f"{row['run_id']} {float(row['val_accuracy']):.4f}" for row in ranked[:3])
+        )
         if rung + 1 < len(stops):
             keep = survivors_after(rung, len(configs), settings.halving_factor)
-            rows = [done[run_id(config)] for config in survivors]
             survivors = [config_of(row) for row in promoted(rows, keep)]
             print(f"  on to the next rung: {', '.join(map(run_id, survivors))}")
     shutil.rmtree(state_dir, ignore_errors=True)  # every survivor has run its whole schedule
