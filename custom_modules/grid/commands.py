@@ -332,7 +332,12 @@ def halving(settings: GridSettings, run_one: RunFn | None = None) -> int:
             progress = GridProgress(rung_settings.results_path, len(todo))  # states kept
             if (exit_code := train_runs(todo, rung_settings, data, run_one, progress)) != 0:
                 return exit_code
-            done |= progress.rows
+            # the runs' own benchmarks came at different moments (or side by side on Ray): the
+            # Fast pick compares latencies taken in one sitting, in turns
+            retimed = dataclasses.replace(rung_settings, results_table=progress.results_path)
+            if (exit_code := retime(retimed)) != 0:
+                return exit_code
+            done = {row["run_id"]: row for row in read_results(rung_settings.results_path)}
         rows = [done[run_id(config)] for config in survivors]
         ranked = sorted(rows, key=accuracy_rank)
         print(
