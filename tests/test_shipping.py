@@ -346,7 +346,7 @@ class FakeCheck:
     """A validation check whose clean accuracy is read from the head's bias (set by the test)."""
 
     def evaluate(self, model) -> dict[str, float]:
-        return {"val_clean_accuracy": float(model.head.bias[0])}
+        return {"val_clean_accuracy": float(model.head.bias[0].detach())}
 
 
 def test_interpolation_mixes_the_weights_and_keeps_the_clean_accuracy() -> None:

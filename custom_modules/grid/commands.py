@@ -33,6 +33,15 @@ from custom_modules.training.data import DataSplits, split_mnist
 from custom_modules.training.mnist_data import MnistDataError, load_mnist
 
 
+def training_splits(settings: GridSettings) -> DataSplits:
+    """MNIST split as the settings say: --val-size held out by --seed, --train-subset of the rest.
+
+    Raises MnistDataError (the files) or ValueError (an impossible --val-size)."""
+    return split_mnist(
+        load_mnist(settings.data_dir), settings.val_size, settings.seed, settings.train_subset
+    )
+
+
 def refuse(message: object) -> int:
     """Say why the command does nothing, in one line; exit code 2."""
     print(f"error: {message}", file=sys.stderr)
@@ -156,10 +165,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         teacher=TeacherConfig(seed=settings.seed) if settings.distill else None,
     )
     try:
-        data = split_mnist(
-            load_mnist(settings.data_dir), settings.val_size, settings.seed, settings.train_subset
-        )
-        robust_ship(job, data)
+        robust_ship(job, training_splits(settings))
     except (MnistDataError, ModelFileError, ValueError, KeyError) as err:
         return refuse(err)
     print(f"updated {settings.models_dir / 'manifest.json'}; time the models: --retime-shipped")
@@ -230,9 +236,7 @@ def run_grid(settings: GridSettings, run_one: RunFn | None = None, ship: bool = 
         return 0
 
     try:
-        data = split_mnist(
-            load_mnist(settings.data_dir), settings.val_size, settings.seed, settings.train_subset
-        )
+        data = training_splits(settings)
     except (MnistDataError, ValueError) as err:  # ValueError: an impossible --val-size
         return refuse(err)
     print(
@@ -277,6 +281,19 @@ def train_runs(
     return progress.exit_code()
 
 
+def train_rung(
+    todo: list[dict[str, int]], settings: GridSettings, data: DataSplits, run_one: RunFn
+) -> int:
+    """Train a rung's runs to `settings.stop_after`, keeping their states for the next rung, then
+    time their ONNX files again; the exit code."""
+    progress = GridProgress(settings.results_path, len(todo))  # no state_path: states kept
+    if (exit_code := train_runs(todo, settings, data, run_one, progress)) != 0:
+        return exit_code
+    # the runs' own benchmarks came at different moments (or side by side on Ray): the Fast
+    # pick compares latencies taken in one sitting, in turns
+    return retime(dataclasses.replace(settings, results_table=settings.results_path))
+
+
 def halving(settings: GridSettings, run_one: RunFn | None = None) -> int:
     """Successive halving over the grid, rung by rung; then the Fast/Large choice from the last.
 
@@ -319,23 +336,11 @@ def halving(settings: GridSettings, run_one: RunFn | None = None) -> int:
             f"configuration(s), {len(todo)} to run; results in {rung_settings.results_path}"
         )
         if todo:
-            if data is None:
-                try:
-                    data = split_mnist(
-                        load_mnist(settings.data_dir),
-                        settings.val_size,
-                        settings.seed,
-                        settings.train_subset,
-                    )
-                except (MnistDataError, ValueError) as err:
-                    return refuse(err)
-            progress = GridProgress(rung_settings.results_path, len(todo))  # states kept
-            if (exit_code := train_runs(todo, rung_settings, data, run_one, progress)) != 0:
-                return exit_code
-            # the runs' own benchmarks came at different moments (or side by side on Ray): the
-            # Fast pick compares latencies taken in one sitting, in turns
-            retimed = dataclasses.replace(rung_settings, results_table=progress.results_path)
-            if (exit_code := retime(retimed)) != 0:
+            try:
+                data = data or training_splits(settings)
+            except (MnistDataError, ValueError) as err:
+                return refuse(err)
+            if (exit_code := train_rung(todo, rung_settings, data, run_one)) != 0:
                 return exit_code
             done = {row["run_id"]: row for row in read_results(rung_settings.results_path)}
         rows = [done[run_id(config)] for config in survivors]
