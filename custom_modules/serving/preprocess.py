@@ -11,6 +11,11 @@ INK_LEVEL = 0.2  # a pixel at least this far above the background is ink
 # On light paper the ink's box is found from its darker part: a photo's paper edges and the
 # shading its light correction leaves are faint ink, and widened the box (docs/serving.md)
 PAPER_BOX_LEVEL = 0.65
+# Paper in a shadow is greyer than this (a dark canvas or scan is darker): its ink is then told
+# from the page by being the rarer extreme; EXTREME_BAND of the range counts as either extreme
+SHADOWED_PAPER = 0.15
+EXTREME_BAND = 0.25
+MIN_PAPER_LIGHT = 0.05  # the page's brightness is not divided by less than this
 NOISE_FLOOR = 0.08  # fainter than this after the contrast stretch: paper texture, JPEG noise
 MIN_INK_FRACTION = 5e-4  # a digit covers more than a few stray pixels
 MIN_INK_PIXELS = 3
@@ -77,16 +82,28 @@ def _border_median(grey: np.ndarray) -> float:
     return float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
 
 
+def _is_dark_ink(grey: np.ndarray) -> bool:
+    """Whether the ink is darker than its page. A light border says so; a grey one may be paper
+    in a shadow, and then the ink is the rarer of the image's two extremes (ink is sparse)."""
+    border = _border_median(grey)
+    if border > 0.5 or border < SHADOWED_PAPER:
+        return border > 0.5
+    low, high = float(grey.min()), float(grey.max())
+    band = EXTREME_BAND * (high - low)
+    return np.mean(grey <= low + band) < np.mean(grey >= high - band)
+
+
 def _ink_map(grey: np.ndarray) -> tuple[np.ndarray, float] | None:
     """Light ink on a zero background, stretched to [0, 1], and the level the ink's box is found
     at; None when there is no contrast."""
-    background = _border_median(grey)
     box_level = INK_LEVEL
-    if background > 0.5:  # dark ink on light paper: a photo, whose light may fall unevenly
-        grey = 1.0 - grey
-        grey = np.clip(grey - _page_shading(grey), 0.0, 1.0)
-        background = _border_median(grey)
+    if _is_dark_ink(grey):  # dark ink on paper: a photo, whose light may fall unevenly
+        lack_of_light = _page_shading(1.0 - grey)  # (H, W): 1 - the paper's own brightness
+        # the ink's darkness as a share of the paper's light there: as dark in a shadow as not
+        paper = np.maximum(1.0 - lack_of_light, MIN_PAPER_LIGHT)
+        grey = np.clip((1.0 - grey - lack_of_light) / paper, 0.0, 1.0)
         box_level = PAPER_BOX_LEVEL
+    background = _border_median(grey)
     contrast = float(grey.max()) - background
     if contrast < MIN_CONTRAST:
         return None
