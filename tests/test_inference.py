@@ -152,13 +152,12 @@ def test_a_faint_paper_edge_does_not_widen_a_photos_box():
     assert correlation_within_a_pixel(pixels, pixels_of(clean)) > 0.9
 
 
-@pytest.mark.parametrize("shadow_from", [0, 100], ids=["shadow-over-the-digit", "beside-it"])
-def test_a_hard_shadow_over_most_of_the_page_is_paper_not_ink(shadow_from):
-    """A phone's shadow with a sharp edge across most of the border: the page's grey half is
-    still paper (not light ink on a dark page), and ink in it is as dark as in the light."""
+def test_a_hard_shadow_over_most_of_the_page_is_paper_not_ink():
+    """A phone's shadow with a sharp edge across most of the border: the page's grey part is
+    still paper, not light ink on a dark page."""
     clean = draw(box=(60, 60, 220, 220))
     photo = 235 - clean.astype(np.float64) * 0.8  # dark ink on light paper
-    photo[:, shadow_from:200] *= 0.45  # 2/3 of the border or more in the shadow, a sharp edge
+    photo[:, :200] *= 0.45  # most of the border in the shadow, its sharp edge across the digit
     photo = np.clip(photo, 0, 255).astype(np.uint8)
     pixels = pixels_of(photo)
     assert ink_box_size(pixels) in (19, 20, 21)

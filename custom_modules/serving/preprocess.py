@@ -15,7 +15,6 @@ PAPER_BOX_LEVEL = 0.65
 # from the page by being the rarer extreme; EXTREME_BAND of the range counts as either extreme
 SHADOWED_PAPER = 0.15
 EXTREME_BAND = 0.25
-MIN_PAPER_LIGHT = 0.05  # the page's brightness is not divided by less than this
 NOISE_FLOOR = 0.08  # fainter than this after the contrast stretch: paper texture, JPEG noise
 MIN_INK_FRACTION = 5e-4  # a digit covers more than a few stray pixels
 MIN_INK_PIXELS = 3
@@ -98,10 +97,8 @@ def _ink_map(grey: np.ndarray) -> tuple[np.ndarray, float] | None:
     at; None when there is no contrast."""
     box_level = INK_LEVEL
     if _is_dark_ink(grey):  # dark ink on paper: a photo, whose light may fall unevenly
-        lack_of_light = _page_shading(1.0 - grey)  # (H, W): 1 - the paper's own brightness
-        # the ink's darkness as a share of the paper's light there: as dark in a shadow as not
-        paper = np.maximum(1.0 - lack_of_light, MIN_PAPER_LIGHT)
-        grey = np.clip((1.0 - grey - lack_of_light) / paper, 0.0, 1.0)
+        grey = 1.0 - grey
+        grey = np.clip(grey - _page_shading(grey), 0.0, 1.0)
         box_level = PAPER_BOX_LEVEL
     background = _border_median(grey)
     contrast = float(grey.max()) - background
