@@ -112,3 +112,37 @@ def test_each_lever_variant_turns_off_one_lever_and_saves_its_own_state() -> Non
             assert 1 <= len(style_changed) <= 3, name  # geometry is three fields
         else:
             assert len(changed) == 1, name
+
+
+@pytest.mark.slow
+def test_the_photo_conditions_benchmark_prints_a_row_per_condition(tmp_path, tiny_models_dir):
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist(n_train=100))
+    out = run_script("benchmarks/photo_conditions.py", "--data-dir", str(data_dir),
+                     "--models-dir", str(tiny_models_dir), "--n", "4")  # fmt: skip
+    for condition in benchmark("photo_conditions").CONDITIONS:
+        assert f"| {condition} |" in out
+    assert "| condition | Fast | Large | blank |" in out
+
+
+def test_each_photo_condition_changes_the_photo_and_keeps_it_an_upload() -> None:
+    import numpy as np
+
+    from custom_modules.serving.upload import read_upload
+    from custom_modules.synthetic.handwriting import photo_of_paper
+
+    photo_conditions = benchmark("photo_conditions")
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[60:220, 130:150, 3] = 255  # a 1
+    plain = photo_of_paper(canvas, np.random.default_rng(0))
+    plain_pixels = read_upload(plain).pixels
+    for name, condition in photo_conditions.CONDITIONS.items():
+        if condition is None:
+            continue
+        pixels = read_upload(
+            photo_conditions.with_condition(plain, condition, np.random.default_rng(1))
+        ).pixels
+        if name == "small in a big photo":  # read_upload shrinks it to about a megapixel
+            assert pixels.shape[0] > 2 * plain_pixels.shape[0]
+        else:
+            assert pixels.shape == plain_pixels.shape, name
+            assert np.abs(pixels.astype(int) - plain_pixels.astype(int)).mean() > 1, name
