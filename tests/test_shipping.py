@@ -359,7 +359,7 @@ def test_interpolation_mixes_the_weights_and_keeps_the_clean_accuracy() -> None:
         start.head.bias[0], tuned.head.bias[0] = 0.99, 0.90
     mixed, record = choose_interpolation(start, tuned, FakeCheck())
     # 0.25 -> 0.9675: more than CLEAN_TOLERANCE below the start, so none is kept: the start
-    assert record["alpha"] == 0.0 and float(mixed.head.bias[0]) == pytest.approx(0.99)
+    assert record["alpha"] == 0.0 and float(mixed.head.bias[0].detach()) == pytest.approx(0.99)
     with torch.no_grad():
         tuned.head.bias[0] = 0.9975  # every mix is within the tolerance: the tuned model
     assert choose_interpolation(start, tuned, FakeCheck())[1]["alpha"] == 1.0
