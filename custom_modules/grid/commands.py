@@ -197,6 +197,17 @@ def output_dir_error(output_dir: Path) -> str | None:
     return None
 
 
+def start_error(n_runs: int, settings: GridSettings) -> str | None:
+    """Why a grid of `n_runs` does not start: more runs than --max-runs without --yes, or an
+    output folder it cannot write; None when it may."""
+    if n_runs > settings.max_runs and not settings.yes:
+        return (
+            f"{settings.grid} makes {n_runs} runs, more than --max-runs "
+            f"{settings.max_runs}; add --yes to start it anyway"
+        )
+    return output_dir_error(settings.output_dir)
+
+
 def run_grid(settings: GridSettings, run_one: RunFn | None = None, ship: bool = False) -> int:
     """Run the configurations not yet in the results table; with `ship`, the chosen two only,
     then ship them. `run_one` defaults to `run_config`."""
@@ -219,12 +230,7 @@ def run_grid(settings: GridSettings, run_one: RunFn | None = None, ship: bool = 
         done = {row["run_id"]: row for row in read_results(results_path)}
     except (GridError, ModelFileError, ResultsTableError, ValueError) as err:
         return refuse(err)
-    if len(configs) > settings.max_runs and not settings.yes:
-        return refuse(
-            f"{settings.grid} makes {len(configs)} runs, more than --max-runs "
-            f"{settings.max_runs}; add --yes to start it anyway"
-        )
-    if error := output_dir_error(settings.output_dir):
+    if error := start_error(len(configs), settings):
         return refuse(error)
     todo = [config for config in configs if run_id(config) not in done]
     source = "chosen to ship" if ship else f"in {settings.grid}"
@@ -304,12 +310,7 @@ def halving(settings: GridSettings, run_one: RunFn | None = None) -> int:
         configs = load_grid(settings.grid)
     except GridError as err:
         return refuse(err)
-    if len(configs) > settings.max_runs and not settings.yes:
-        return refuse(
-            f"{settings.grid} makes {len(configs)} runs, more than --max-runs "
-            f"{settings.max_runs}; add --yes to start it anyway"
-        )
-    if error := output_dir_error(settings.output_dir):
+    if error := start_error(len(configs), settings):
         return refuse(error)
     stops = rung_epochs(settings.min_epochs, settings.halving_factor, settings.epochs)
     # shared by the rungs, each going on from it; absolute: Ray trials run in folders of their own
