@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from real_inputs import as_set
 
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT
-from custom_modules.serving.preprocess import preprocess_image
 from custom_modules.serving.upload import read_upload
 from custom_modules.synthetic.handwriting import draw_as_strokes, photo_of_paper
 from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist
@@ -100,14 +100,6 @@ def with_condition(jpeg: bytes, condition: Condition | None, rng: np.random.Gene
     return out.getvalue()
 
 
-def model_inputs(photos: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """The app's path for each upload: (N, 1, 28, 28) inputs (zeros when blank) and not-blank."""
-    frames = [preprocess_image(read_upload(photo).pixels) for photo in photos]
-    blank = np.zeros((1, 1, 28, 28), np.float32)
-    pixels = np.concatenate([blank if frame is None else frame for frame in frames])
-    return pixels, np.array([frame is not None for frame in frames])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
@@ -130,7 +122,9 @@ def main() -> None:
     print("|---" * (len(models) + 2) + "|")
     for name, condition in CONDITIONS.items():
         condition_rng = np.random.default_rng(args.seed + 1)  # the same draws for every condition
-        pixels, usable = model_inputs([with_condition(p, condition, condition_rng) for p in photos])
+        uploads = [read_upload(with_condition(p, condition, condition_rng)) for p in photos]
+        inputs = as_set([upload.pixels for upload in uploads], labels)  # the app's own path
+        pixels, usable = inputs.pixels, inputs.usable
         cells = []
         for model in models.values():
             reading = model.classify(pixels)
