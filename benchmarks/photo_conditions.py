@@ -11,9 +11,12 @@ more, and read through the app's own path (`read_upload`, `preprocess_image`, `O
 - hard shadow: a phone's or a hand's shadow with a sharp edge, 30-50 % darker, at any angle.
 
 Per model: the share whose top digit is right, and the share read (right and not declined); and
-how many the preprocessing found blank. It only reports: no choice was made on it.
+how many the preprocessing found blank. On the test digits (the default) it only reports;
+`--split validation` makes the same photos of the held-out training digits, where the
+preprocessing's choices are made (docs/serving.md).
 
     python benchmarks/photo_conditions.py --data-dir ../shared/data/mnist
+    python benchmarks/photo_conditions.py --data-dir ../shared/data/mnist --split validation
 """
 
 import argparse
@@ -29,7 +32,7 @@ from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT
 from custom_modules.serving.upload import read_upload
 from custom_modules.synthetic.handwriting import draw_as_strokes, photo_of_paper
-from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist
+from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist, split_indices
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 BLUE_LINE = np.array([120, 140, 200], np.float32)
@@ -106,18 +109,27 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR)
     parser.add_argument("--n", type=int, default=500, help="photos per condition")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--split", choices=("test", "validation"), default="test")
     args = parser.parse_args()
 
     mnist = load_mnist(args.data_dir)
+    if args.split == "test":
+        digits, digit_labels = mnist.test_images, mnist.test_labels
+    else:
+        held_out, _ = split_indices(len(mnist.train_labels))
+        digits, digit_labels = mnist.train_images[held_out], mnist.train_labels[held_out]
     rng = np.random.default_rng(args.seed)
-    picked = rng.choice(len(mnist.test_labels), args.n, replace=False)
-    labels = mnist.test_labels[picked]
-    photos = [photo_of_paper(draw_as_strokes(d, rng), rng) for d in mnist.test_images[picked]]
+    picked = rng.choice(len(digit_labels), args.n, replace=False)
+    labels = digit_labels[picked]
+    photos = [photo_of_paper(draw_as_strokes(d, rng), rng) for d in digits[picked]]
     models = {
         name: OnnxViT.from_info(info)
         for name, info in read_manifest(args.models_dir).models.items()
     }
-    print(f"{args.n} photos per condition; per model: top digit right / read (right, not declined)")
+    print(
+        f"{args.n} photos of {args.split} digits per condition; per model: "
+        "top digit right / read (right, not declined)"
+    )
     print("| condition | " + " | ".join(models) + " | blank |")
     print("|---" * (len(models) + 2) + "|")
     for name, condition in CONDITIONS.items():

@@ -115,10 +115,16 @@ def test_each_lever_variant_turns_off_one_lever_and_saves_its_own_state() -> Non
 
 
 @pytest.mark.slow
-def test_the_photo_conditions_benchmark_prints_a_row_per_condition(tmp_path, tiny_models_dir):
-    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist(n_train=100))
-    out = run_script("benchmarks/photo_conditions.py", "--data-dir", str(data_dir),
-                     "--models-dir", str(tiny_models_dir), "--n", "4")  # fmt: skip
+@pytest.mark.parametrize("split", ["test", "validation"])
+def test_the_photo_conditions_benchmark_prints_a_row_per_condition(
+    tmp_path, tiny_models_dir, split
+):
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist(n_train=5010))
+    out = run_script(
+        "benchmarks/photo_conditions.py", "--data-dir", str(data_dir), "--split", split,
+        "--models-dir", str(tiny_models_dir), "--n", "4",
+    )  # fmt: skip
+    assert f"4 photos of {split} digits per condition" in out
     for condition in benchmark("photo_conditions").CONDITIONS:
         assert f"| {condition} |" in out
     assert "| condition | Fast | Large | blank |" in out

@@ -164,6 +164,21 @@ def test_a_hard_shadow_over_most_of_the_page_is_paper_not_ink():
     assert correlation_within_a_pixel(pixels, pixels_of(clean)) > 0.9
 
 
+def test_ink_in_a_shadow_across_the_digit_keeps_most_of_its_brightness():
+    """A shadow over the page's left part, its edge across the digit, the border mostly lit: the
+    strokes in the shadow come out nearly as bright as in the light, and the digit whole."""
+    clean = draw(box=(60, 60, 220, 220))
+    photo = 235 - clean.astype(np.float64) * 0.8
+    photo[:, :120] *= 0.55
+    pixels, expected = pixels_of(np.clip(photo, 0, 255).astype(np.uint8)), pixels_of(clean)
+    assert correlation_within_a_pixel(pixels, expected) > 0.95
+
+    def left_share(image: np.ndarray) -> float:
+        return image[:, :14].sum() / image.sum()
+
+    assert left_share(pixels) > 0.9 * left_share(expected)
+
+
 def test_float_and_bool_inputs_match_uint8():
     image = draw()
     expected = preprocess_image(image)

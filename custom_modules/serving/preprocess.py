@@ -20,6 +20,14 @@ MIN_INK_FRACTION = 5e-4  # a digit covers more than a few stray pixels
 MIN_INK_PIXELS = 3
 SHADING_PIXELS = 64  # the page's shading is estimated at this size: it varies slowly
 SHADING_WINDOW = 0.2  # wider than a pen stroke, as a share of the page's longer side
+# The estimate is widened by this many of its pixels: scaled back up, a sharp edge (the sheet's,
+# a shadow's) would otherwise leave a bright seam of "ink" along it (docs/serving.md)
+SHADING_GROWTH = 5
+# Ink in a shadow is only as much darker than its paper as the paper is lit: it is brightened by
+# the paper's lack of light against its best-lit paper (LIT_PAPER_QUANTILE), up to MAX_LIGHT_GAIN;
+# a full division magnifies what the light estimate misses (docs/serving.md, "A shadow")
+LIT_PAPER_QUANTILE = 0.95
+MAX_LIGHT_GAIN = 1.5
 # A pen thinner than this share of the digit's longer side is widened to it: 95 % of MNIST's
 # digits have a wider one (5th percentile 0.104 on 2000 validation digits), and thin pens are
 # what the models misread most (docs/serving.md, "The pen's width").
@@ -67,13 +75,15 @@ def _to_grey(image: np.ndarray) -> np.ndarray:
 
 def _page_shading(grey: np.ndarray) -> np.ndarray:
     """The light falling on a photographed page, under (inverted) ink: a grey opening wider than
-    any pen stroke, taken on a copy of at most SHADING_PIXELS a side and scaled back up."""
+    any pen stroke, taken on a copy of at most SHADING_PIXELS a side, widened by SHADING_GROWTH
+    and scaled back up."""
     height, width = grey.shape
     scale = min(1.0, SHADING_PIXELS / max(height, width))
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = Image.fromarray(grey.astype(np.float32)).resize(size, Image.Resampling.BILINEAR)
     window = max(3, round(max(size) * SHADING_WINDOW) | 1)  # odd, as rank filters need
     opened = small.filter(ImageFilter.MinFilter(window)).filter(ImageFilter.MaxFilter(window))
+    opened = opened.filter(ImageFilter.MaxFilter(SHADING_GROWTH))
     return np.asarray(opened.resize((width, height), Image.Resampling.BILINEAR))
 
 
@@ -97,8 +107,11 @@ def _ink_map(grey: np.ndarray) -> tuple[np.ndarray, float] | None:
     at; None when there is no contrast."""
     box_level = INK_LEVEL
     if _is_dark_ink(grey):  # dark ink on paper: a photo, whose light may fall unevenly
-        grey = 1.0 - grey
-        grey = np.clip(grey - _page_shading(grey), 0.0, 1.0)
+        lack_of_light = _page_shading(1.0 - grey)  # (H, W)
+        light = 1.0 - lack_of_light
+        lit_paper = float(np.quantile(light, LIT_PAPER_QUANTILE))
+        gain = np.clip(lit_paper / np.maximum(light, 1e-3), 1.0, MAX_LIGHT_GAIN)
+        grey = np.clip((1.0 - grey - lack_of_light) * gain, 0.0, 1.0)
         box_level = PAPER_BOX_LEVEL
     background = _border_median(grey)
     contrast = float(grey.max()) - background

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from custom_modules.contract import PIXEL_MAX
-from custom_modules.training.mnist_data import Mnist
+from custom_modules.training.mnist_data import Mnist, split_indices
 
 
 @dataclass
@@ -36,11 +36,7 @@ def split_mnist(
     mnist: Mnist, val_size: int = 5000, seed: int = 0, train_subset: int | None = None
 ) -> DataSplits:
     """Hold out a seeded validation split of the training images; optionally subsample the rest."""
-    n_train = len(mnist.train_labels)
-    if not 0 < val_size < n_train:
-        raise ValueError(f"val_size {val_size} must be between 1 and {n_train - 1}")
-    order = np.random.default_rng(seed).permutation(n_train)
-    val_idx, train_idx = order[:val_size], order[val_size:]
+    val_idx, train_idx = split_indices(len(mnist.train_labels), val_size, seed)
     if train_subset is not None:
         train_idx = train_idx[:train_subset]
     return DataSplits(

@@ -65,6 +65,17 @@ class Mnist:
     test_labels: np.ndarray
 
 
+def split_indices(
+    n_train: int, val_size: int = 5000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(validation, training) indices of the training images: the seeded hold-out every choice
+    is made on."""
+    if not 0 < val_size < n_train:
+        raise ValueError(f"val_size {val_size} must be between 1 and {n_train - 1}")
+    order = np.random.default_rng(seed).permutation(n_train)
+    return order[:val_size], order[val_size:]
+
+
 def _read_bytes(path: Path) -> bytes:
     """Return a file's uncompressed bytes, gunzipping it when it is named .gz or looks gzipped."""
     try:
