@@ -378,21 +378,9 @@ def test_four_tabs_drawing_at_once_each_show_their_own_digit(browser, app_url, t
             page.close()
 
 
-FLAGGED_ONE_MISREAD = (
-    "the robust Fast does not read this 1, its long flag drawn first (as a 7, every robust cycle "
-    "up to step 13); the Fast before them read it, and so did a twin of step 13 trained with the "
-    "continental forms (--continental), not shipped: it lost 0.5 points of restyled validation "
-    "digits (models/README.md)"
-)
-
-
 @pytest.mark.parametrize(
     ("model", "digits"),
-    [
-        ("Fast", "047"),
-        pytest.param("Fast", "1", marks=pytest.mark.xfail(strict=True, reason=FLAGGED_ONE_MISREAD)),
-        ("Large", "0147"),
-    ],
+    [("Fast", "0147"), ("Large", "0147")],
 )
 def test_the_shipped_models_read_digits_drawn_in_several_strokes(
     browser, shipped_app_url, model, digits, record_property
