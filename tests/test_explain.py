@@ -196,14 +196,16 @@ def test_patch_ranking_breaks_ties_at_random_only_when_asked():
 
 
 @pytest.mark.skipif(not SHIPPED_FAST.exists(), reason="no shipped Fast model")
-def test_shipped_fast_ranks_the_only_inked_patch_first():
-    """A stroke inside one patch: blanking it leaves a blank page, blanking the others nothing."""
+def test_shipped_fast_finds_the_only_inked_patch():
+    """A stroke inside one patch: blanking it leaves a blank page, blanking the others nothing.
+    (Which way p moves is the model's: step 15's Fast reads a blank page as a surer 1 than this
+    dash, so blanking the dash raises p(1).)"""
     x = np.zeros((1, 1, 28, 28), np.float32)
     x[0, 0, 13:15, 12:16] = 1.0  # inside patch (3, 3)
     explanation = explain(OnnxViT(SHIPPED_FAST), x)
     occlusion = explanation.occlusion().reshape(-1)
-    assert patch_ranking(occlusion)[0] == 24
-    assert np.count_nonzero(occlusion) == 1
+    assert np.flatnonzero(occlusion).tolist() == [24]
+    assert patch_ranking(np.abs(occlusion))[0] == 24
 
 
 def test_verdict_names_the_runner_up_and_calls_close_calls():

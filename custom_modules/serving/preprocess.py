@@ -25,7 +25,8 @@ SHADING_WINDOW = 0.2  # wider than a pen stroke, as a share of the page's longer
 SHADING_GROWTH = 5
 # Ink in a shadow is only as much darker than its paper as the paper is lit: it is brightened by
 # the paper's lack of light against its best-lit paper (LIT_PAPER_QUANTILE), up to MAX_LIGHT_GAIN;
-# a full division magnifies what the light estimate misses (docs/serving.md, "A shadow")
+# a full division magnifies what the light estimate misses (docs/serving.md, "The ink in the
+# shadow")
 LIT_PAPER_QUANTILE = 0.95
 MAX_LIGHT_GAIN = 1.5
 # A pen thinner than this share of the digit's longer side is widened to it: 95 % of MNIST's
