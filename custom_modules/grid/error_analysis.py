@@ -21,13 +21,15 @@ import numpy as np
 from custom_modules.serving.error_analysis import artifact_path, build_error_analysis
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT
-from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist
+from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist, split_indices
 
 
 def validation_images(mnist, val_size: int, seed: int) -> np.ndarray:
-    """The validation split's digits (uint8), the same ones `split_mnist` holds out."""
-    order = np.random.default_rng(seed).permutation(len(mnist.train_labels))
-    return mnist.train_images[order[:val_size]]
+    """The validation split's digits (uint8), the same ones `split_mnist` holds out.
+
+    Raises ValueError for a `val_size` that leaves no training or no validation digits."""
+    held_out, _ = split_indices(len(mnist.train_labels), val_size, seed)
+    return mnist.train_images[held_out]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no model {', '.join(unknown)} in {args.models_dir}", file=sys.stderr)
         return 2
     mnist = load_mnist(args.data_dir)
-    val_images = validation_images(mnist, args.val_size, args.seed)
+    try:
+        val_images = validation_images(mnist, args.val_size, args.seed)
+    except ValueError as err:
+        print(f"error: --val-size: {err}", file=sys.stderr)
+        return 2
     for name in names:
         started = time.perf_counter()
         model = OnnxViT.from_info(infos[name])  # its calibration, as the app serves it
