@@ -250,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --robust: give this share of the training 1s a flag (some a foot too) and of "
         "the 7s a bar across the stem, as writers outside the US form them (default: 0)",
     )
+    training.add_argument(
+        "--plain",
+        type=float,
+        default=DEFAULTS.plain,
+        metavar="SHARE",
+        help="with --robust: keep this share of the training images in MNIST's own style, only "
+        "framed as served (default: 0, every image restyled)",
+    )
 
     logging = parser.add_argument_group("logging and benchmarks")
     logging.add_argument(

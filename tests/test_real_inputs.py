@@ -279,6 +279,18 @@ def test_restyling_with_labels_adds_continental_forms_only_when_asked() -> None:
     )
 
 
+def test_a_plain_share_keeps_mnist_style_and_only_frames_as_served() -> None:
+    images = torch.from_numpy(np.stack([a_seven()] * 64)).float().div(255)[:, None]
+    framed = reframe_like_serving(images)
+    all_plain = augment_batch(images, StyleAugment(plain_p=1.0), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(all_plain, framed)
+    half = augment_batch(images, StyleAugment(plain_p=0.5), torch.Generator().manual_seed(3))
+    kept = torch.tensor([torch.equal(a, b) for a, b in zip(half, framed, strict=True)])
+    assert 16 <= kept.sum() <= 48  # about half kept as framed, the rest restyled
+    restyled = augment_batch(images, StyleAugment(), torch.Generator().manual_seed(3))
+    torch.testing.assert_close(half[~kept], restyled[~kept])  # the same style draws as without
+
+
 def test_without_the_serving_frame_the_digit_keeps_mnist_size_and_place() -> None:
     images = torch.from_numpy(np.stack([a_seven()] * 8)).float().div(255)[:, None]
     still = StyleAugment(max_degrees=0, max_shear=0, aspect_range=(1, 1), elastic_p=0, blur_p=0)

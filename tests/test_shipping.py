@@ -3,6 +3,7 @@
 import csv
 import json
 import shlex
+from dataclasses import asdict
 from pathlib import Path
 
 import onnxruntime as ort
@@ -17,7 +18,8 @@ from custom_modules.grid.shipping import improved_on_start
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT
 from custom_modules.training.checkpoints import load_checkpoint
-from custom_modules.training.robust import choose_interpolation, interpolated
+from custom_modules.training.robust import RobustConfig, choose_interpolation, interpolated
+from custom_modules.training.style import StyleAugment
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 from tests.test_pipeline import synthetic_mnist, write_mnist_folder
 
@@ -148,13 +150,24 @@ def test_only_and_init_from_need_ship(capsys) -> None:
 
 def test_robust_options_need_robust(capsys) -> None:
     options = (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"])
-    for option in (*options, ["--continental", "0.5"]):
+    for option in (*options, ["--continental", "0.5"], ["--plain", "0.5"]):
         assert grid_search_mnist.main(["--ship", *option]) == 2
         assert "go with --robust" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--distill", "--head-only"]) == 2
     assert "--head-only refits the head alone" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--continental", "1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--plain", "-0.1"]) == 2
+    assert "--plain -0.1 is a share" in capsys.readouterr().err
+
+
+def test_a_recipe_without_a_plain_share_records_the_setup_its_saved_states_have() -> None:
+    continental = RobustConfig(style=StyleAugment(continental_p=0.25)).setup()
+    assert continental["style"] == {
+        k: v for k, v in asdict(StyleAugment(continental_p=0.25)).items() if k != "plain_p"
+    }  # a state saved before --plain existed still resumes
+    assert RobustConfig(style=StyleAugment(plain_p=0.5)).setup()["style"]["plain_p"] == 0.5
+    assert "style" not in RobustConfig().setup()
 
 
 def test_retime_measures_every_run_again_and_updates_only_latency(

@@ -155,7 +155,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
             ema_decay=settings.ema_decay,
             seed=settings.seed,
             distill_weight=DISTILL_WEIGHT if settings.distill else 0.0,
-            style=StyleAugment(continental_p=settings.continental),
+            style=StyleAugment(continental_p=settings.continental, plain_p=settings.plain),
         ),
         non_digit_count=settings.non_digits,
         command=settings.command,

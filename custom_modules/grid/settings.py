@@ -84,6 +84,7 @@ class GridSettings:
     interpolate: bool = False
     distill: bool = False
     continental: float = 0.0
+    plain: float = 0.0
     halving_factor: int = 3
     min_epochs: int = 1
     state_dir: Path | None = None  # runs' training states; None: <output-dir>/train_state
@@ -117,10 +118,12 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         or settings.interpolate
         or settings.distill
         or settings.continental
+        or settings.plain
     )
     if robust_only and mode is not Mode.ROBUST:
         return (
-            "--stop-after, --head-only, --interpolate, --distill and --continental go with --robust"
+            "--stop-after, --head-only, --interpolate, --distill, --continental and --plain "
+            "go with --robust"
         )
     halving_flags = (settings.halving_factor, settings.min_epochs) != (
         GridSettings.halving_factor,
@@ -132,8 +135,9 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         return f"--halving-factor {settings.halving_factor}: keep 1 in at least 2 (2 or more)"
     if not 1 <= settings.min_epochs <= settings.epochs:
         return f"--min-epochs {settings.min_epochs}: between 1 and --epochs ({settings.epochs})"
-    if not 0 <= settings.continental <= 1:
-        return f"--continental {settings.continental} is a share: between 0 and 1"
+    for flag, share in (("--continental", settings.continental), ("--plain", settings.plain)):
+        if not 0 <= share <= 1:
+            return f"{flag} {share} is a share: between 0 and 1"
     if settings.distill and settings.head_only:
         return "--distill trains the whole network; --head-only refits the head alone"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:

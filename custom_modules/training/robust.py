@@ -52,6 +52,8 @@ class RobustConfig:
             del recipe["distill_weight"], recipe["distill_temperature"]
         if self.style == StyleAugment():
             del recipe["style"]
+        elif self.style.plain_p == 0:
+            del recipe["style"]["plain_p"]
         return recipe
 
 

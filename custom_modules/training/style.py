@@ -32,6 +32,7 @@ class StyleAugment:
     blur_p: float = 0.3
     reframe: bool = True  # framed as served; False keeps MNIST's frame (the parity ablation)
     continental_p: float = 0.0  # share of 1s given a flag and 7s a bar (`continental_forms`)
+    plain_p: float = 0.0  # share kept in MNIST's own style: only framed as served
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -225,13 +226,16 @@ def augment_batch(
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A new writer's version of each image, framed as serving frames it; with `labels` (-1 for
-    no digit), the continental forms of 1 and 7 too."""
+    no digit), the continental forms of 1 and 7 too; a share `cfg.plain_p` keeps its style."""
     if labels is not None and cfg.continental_p > 0:
         images = continental_forms(images, labels, cfg.continental_p, generator)
-    images = F.pad(images, (PAD, PAD, PAD, PAD))
-    images = style_warp(images, cfg, generator)
-    images = pen_width(images, cfg.pen_p, generator)
-    images = blur(images, cfg.blur_p, generator)
-    if not cfg.reframe:
-        return images[..., PAD:-PAD, PAD:-PAD]
-    return reframe_like_serving(images)
+    styled = F.pad(images, (PAD, PAD, PAD, PAD))
+    styled = style_warp(styled, cfg, generator)
+    styled = pen_width(styled, cfg.pen_p, generator)
+    styled = blur(styled, cfg.blur_p, generator)
+    styled = styled[..., PAD:-PAD, PAD:-PAD] if not cfg.reframe else reframe_like_serving(styled)
+    if cfg.plain_p == 0:  # no draw: the recipes before plain_p keep their random stream
+        return styled
+    plain = reframe_like_serving(images) if cfg.reframe else images
+    keep = torch.rand(images.shape[0], generator=generator, device=images.device) < cfg.plain_p
+    return torch.where(keep.view(-1, 1, 1, 1), plain, styled)
