@@ -241,6 +241,25 @@ def test_reframing_in_torch_matches_the_served_preprocessing() -> None:
     assert max(np.ptp(np.flatnonzero((framed >= 0.2).any(axis=a))) for a in (0, 1)) >= 18
 
 
+def test_a_digit_at_mnist_size_is_served_exactly_as_training_frames_it() -> None:
+    """Both place the centre of mass to the sub-pixel by bilinear sampling: a digit whose ink box
+    is already 20 px comes out of `preprocess_image` as `reframe_like_serving` makes it."""
+    rng = np.random.default_rng(0)
+    seven = a_seven()
+    rows, cols = np.flatnonzero(seven.any(1)), np.flatnonzero(seven.any(0))
+    box = seven[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    scale = 20 / max(box.shape)
+    size = (round(box.shape[1] * scale), round(box.shape[0] * scale))
+    digit = np.asarray(Image.fromarray(box).resize(size, Image.Resampling.NEAREST))
+    for _ in range(6):
+        image = np.zeros((28, 28), np.uint8)
+        top, left = rng.integers(0, 28 - digit.shape[0]), rng.integers(0, 28 - digit.shape[1])
+        image[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+        served = preprocess_image(image)[0, 0]
+        trained = reframe_like_serving(torch.from_numpy(image).float().div(255)[None, None])
+        np.testing.assert_allclose(served, trained[0, 0].numpy(), atol=1e-5)
+
+
 def test_style_augmentation_keeps_the_ink_framed_and_is_seeded() -> None:
     images = torch.from_numpy(np.stack([a_seven()] * 8)).float().div(255)[:, None]
     first = augment_batch(images, StyleAugment(), torch.Generator().manual_seed(3))

@@ -180,22 +180,37 @@ def _fit_digit_box(digit: np.ndarray) -> np.ndarray:
     return _scaled(digit, DIGIT_SIZE / max(digit.shape))
 
 
+def _bilinear_taps(coords: np.ndarray, size: int) -> np.ndarray:
+    """(len(coords), size) weights that read a row of `size` pixels at each coordinate by linear
+    interpolation; taps outside the row read zero."""
+    low = np.floor(coords).astype(np.int64)
+    frac = (coords - low).astype(np.float32)
+    taps = np.zeros((len(coords), size), np.float32)
+    for index, weight in ((low, 1.0 - frac), (low + 1, frac)):
+        inside = (index >= 0) & (index < size)
+        taps[np.flatnonzero(inside), index[inside]] += weight[inside]
+    return taps
+
+
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
-    """Paste into a 28x28 frame with the centre of mass at the centre (shift clipped to fit)."""
+    """Sample the digit into a 28x28 frame with its centre of mass at the centre, to the
+    sub-pixel, by bilinear interpolation, as training frames its digits (`reframe_like_serving`);
+    the shift is clipped so that the whole digit stays in the frame."""
     height, width = digit.shape
-    mass = digit.sum()
-    centre = IMAGE_SIZE / 2  # MNIST's centres of mass sit at index 14.0 (13.5 would be symmetric)
+    mass = float(digit.sum())
     if mass > 0:
-        rows, cols = np.indices(digit.shape)
-        top = round(centre - (rows * digit).sum() / mass)
-        left = round(centre - (cols * digit).sum() / mass)
+        centre_y = float(digit.sum(1) @ np.arange(height)) / mass
+        centre_x = float(digit.sum(0) @ np.arange(width)) / mass
     else:
-        top, left = (IMAGE_SIZE - height) // 2, (IMAGE_SIZE - width) // 2
-    top = min(max(top, 0), IMAGE_SIZE - height)
-    left = min(max(left, 0), IMAGE_SIZE - width)
-    frame = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=np.float32)
-    frame[top : top + height, left : left + width] = digit
-    return frame
+        centre_y, centre_x = (height - 1) / 2, (width - 1) / 2
+    reach = IMAGE_SIZE / 2  # px from the centre to the frame's edge
+    centre_y = min(max(centre_y, height - reach), reach)
+    centre_x = min(max(centre_x, width - reach), reach)
+    # output index i reads the digit at centre + i - 14: MNIST's centres of mass sit at 14.0
+    offsets = np.arange(IMAGE_SIZE) - reach
+    rows = _bilinear_taps(centre_y + offsets, height)  # (28, H)
+    cols = _bilinear_taps(centre_x + offsets, width)  # (28, W)
+    return np.clip(rows @ digit @ cols.T, 0.0, 1.0)
 
 
 def preprocess_image(image: np.ndarray) -> np.ndarray | None:
