@@ -4,6 +4,7 @@ One row per model of the manifest, on inputs made here from MNIST's *test* digit
 held-out fonts and seeds (they report only: every choice was made on the validation split):
 
 - MNIST test as it is: accuracy, expected calibration error (15 bins) and NLL;
+- MNIST test as served: the same digits through `preprocess_image`, as an upload of them is read;
 - drawn: each digit's centre line drawn again with a round brush, any size, place and pen width;
 - other hands: slant, proportions, wobble and pen width that MNIST's writers did not use;
 - font shapes: digits from fonts the training never saw, with a random pen and wobble;
@@ -48,7 +49,7 @@ from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 NON_DIGIT_SEED = 2  # training used seed 0, validation seed 1
-DIGIT_SETS = ("drawn", "other hands", "font shapes", "photos", "real hands")
+DIGIT_SETS = ("MNIST as served", "drawn", "other hands", "font shapes", "photos", "real hands")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def make_sets(data_dir: Path, n: int, seed: int) -> dict[str, InputSet]:
     non_digits, _ = make_non_digits(n, NON_DIGIT_SEED, digits, labels, fonts=HELD_OUT_FONTS)
     return {
         "MNIST test": InputSet(test, mnist.test_labels.astype(np.int64), np.ones(len(test), bool)),
+        "MNIST as served": as_set(list(mnist.test_images), mnist.test_labels.astype(np.int64)),
         "drawn": as_set(drawn, labels),
         "other hands": as_set([other_hand(d, rng) for d in digits], labels),
         "font shapes": as_set([font_digit(int(label), rng) for label in labels], labels),
@@ -133,6 +135,7 @@ COLUMNS = {
     "mnist_accuracy": ("MNIST test", "{:.2%}"),
     "mnist_ece": ("ECE", "{:.2%}"),
     "mnist_nll": ("NLL", "{:.3f}"),
+    "MNIST as served_top_digit": ("MNIST test as served", "{:.2%}"),
     "drawn_accuracy": ("drawn", "{:.2%}"),
     "other hands_accuracy": ("other hands", "{:.2%}"),
     "font shapes_accuracy": ("font shapes", "{:.2%}"),
