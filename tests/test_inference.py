@@ -62,7 +62,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def correlation_within_a_pixel(a: np.ndarray, b: np.ndarray) -> float:
-    """The best correlation over shifts of up to 1 px: centring by mass rounds to whole pixels."""
+    """The best correlation over shifts of up to 1 px: two centres of mass may differ by a pixel."""
     shifts = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
     return max(correlation(np.roll(a, shift, axis=(0, 1)), b) for shift in shifts)
 
