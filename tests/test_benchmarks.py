@@ -152,3 +152,27 @@ def test_each_photo_condition_changes_the_photo_and_keeps_it_an_upload() -> None
         else:
             assert pixels.shape == plain_pixels.shape, name
             assert np.abs(pixels.astype(int) - plain_pixels.astype(int)).mean() > 1, name
+
+
+@pytest.mark.slow
+def test_the_weight_mix_benchmark_reads_a_model_mixed_with_itself_as_the_model(tmp_path) -> None:
+    import torch
+
+    from custom_modules.training.checkpoints import save_checkpoint
+    from custom_modules.vision_transformer import VisionTransformer, ViTConfig
+
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(emb_dim=16, num_heads=2, n_layers=1, mlp_ratio=2))
+    checkpoint = save_checkpoint(model, tmp_path / "vit.pt")
+    data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist(n_train=5010))
+    out = run_script(
+        "benchmarks/weight_mix.py", "--start", str(checkpoint), "--tuned", str(checkpoint),
+        "--alphas", "0", "0.5", "1", "--data-dir", str(data_dir), "--made-from", "4",
+    )  # fmt: skip
+    rows = [
+        line.split(" | ", 1)
+        for line in out.splitlines()
+        if line.startswith("| 0") or line.startswith("| 1")
+    ]
+    assert [alpha for alpha, _ in rows] == ["| 0", "| 0.5", "| 1"]
+    assert len({figures for _, figures in rows}) == 1  # every mix of a model with itself is it

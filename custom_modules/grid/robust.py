@@ -59,6 +59,18 @@ def validation_non_digits(data: DataSplits) -> np.ndarray:
     return images
 
 
+def calibration_inputs(
+    data: DataSplits, made_from: int = 2000
+) -> tuple[ValidationInputs, np.ndarray]:
+    """What a model's temperature and decline rule are fitted on: the validation digits as the
+    app meets them (the first `made_from` also drawn, in another hand, photographed), and
+    held-out non-digits as model inputs (N, 1, 28, 28)."""
+    digits = ValidationInputs.make(
+        _uint8(data.val_images), data.val_labels.numpy(), made_from=made_from
+    )
+    return digits, _pixels(validation_non_digits(data)).numpy()
+
+
 def robust_inputs(data: DataSplits, non_digit_count: int) -> tuple[torch.Tensor, RobustCheck]:
     """The non-digits made for training, and the validation check every epoch is judged on."""
     train_non_digits, _ = make_non_digits(
@@ -181,8 +193,7 @@ def calibrate_shipped(
     """Fit the shipped models' (or the named ones') temperature and decline rule; write them
     into the manifest."""
     manifest = load_manifest_json(models_dir)
-    digits = ValidationInputs.make(_uint8(data.val_images), data.val_labels.numpy())
-    non_digits = _pixels(validation_non_digits(data)).numpy()
+    digits, non_digits = calibration_inputs(data)
     fitted = {}
     for name, entry in manifest["models"].items():
         if names is not None and name not in names:
