@@ -258,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --robust: keep this share of the training images in MNIST's own style, only "
         "framed as served (default: 0, every image restyled)",
     )
+    training.add_argument(
+        "--thick-pens",
+        type=float,
+        default=DEFAULTS.thick_pens,
+        metavar="SHARE",
+        help="with --robust: draw this share of the restyled images with the widest pen, about a "
+        "third of the digit's height, as a small digit drawn with a wide brush (default: 0)",
+    )
 
     logging = parser.add_argument_group("logging and benchmarks")
     logging.add_argument(

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from custom_modules.export.calibrate import decline_threshold, fit_temperature
@@ -35,6 +36,7 @@ from custom_modules.training.style import (
     StyleAugment,
     augment_batch,
     continental_forms,
+    pen_width,
     reframe_like_serving,
 )
 
@@ -308,6 +310,20 @@ def test_a_plain_share_keeps_mnist_style_and_only_frames_as_served() -> None:
     assert 16 <= kept.sum() <= 48  # about half kept as framed, the rest restyled
     restyled = augment_batch(images, StyleAugment(), torch.Generator().manual_seed(3))
     torch.testing.assert_close(half[~kept], restyled[~kept])  # the same style draws as without
+
+
+def test_a_thick_pen_share_widens_that_share_most_and_leaves_other_recipes_draws_alone() -> None:
+    images = torch.from_numpy(np.stack([a_seven()] * 64)).float().div(255)[:, None]
+    images = F.pad(images, (6, 6, 6, 6))
+    probs = StyleAugment().pen_p
+    before = pen_width(images, probs, torch.Generator().manual_seed(4))
+    assert torch.equal(before, pen_width(images, probs, torch.Generator().manual_seed(4), 0.0))
+    widest = pen_width(images, probs, torch.Generator().manual_seed(4), thick_p=1.0)
+    ink = (widest >= 0.5).sum(dim=(1, 2, 3))
+    assert torch.all(ink == ink[0]) and ink[0] > (before >= 0.5).sum(dim=(1, 2, 3)).max()
+    some = pen_width(images, probs, torch.Generator().manual_seed(4), thick_p=0.25)
+    share = torch.tensor([torch.equal(a, b) for a, b in zip(some, widest, strict=True)])
+    assert 6 <= share.sum() <= 28  # about a quarter drawn with the widest pen
 
 
 def test_without_the_serving_frame_the_digit_keeps_mnist_size_and_place() -> None:

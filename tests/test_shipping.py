@@ -150,7 +150,8 @@ def test_only_and_init_from_need_ship(capsys) -> None:
 
 def test_robust_options_need_robust(capsys) -> None:
     options = (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"])
-    for option in (*options, ["--continental", "0.5"], ["--plain", "0.5"]):
+    shares = (["--continental", "0.5"], ["--plain", "0.5"], ["--thick-pens", "0.2"])
+    for option in (*options, *shares):
         assert grid_search_mnist.main(["--ship", *option]) == 2
         assert "go with --robust" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--distill", "--head-only"]) == 2
@@ -159,14 +160,19 @@ def test_robust_options_need_robust(capsys) -> None:
     assert "between 0 and 1" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--plain", "-0.1"]) == 2
     assert "--plain -0.1 is a share" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--thick-pens", "2"]) == 2
+    assert "--thick-pens 2.0 is a share" in capsys.readouterr().err
 
 
-def test_a_recipe_without_a_plain_share_records_the_setup_its_saved_states_have() -> None:
+def test_a_recipe_without_the_shares_added_since_records_the_setup_its_saved_states_have() -> None:
     continental = RobustConfig(style=StyleAugment(continental_p=0.25)).setup()
+    added = ("plain_p", "thick_p")
     assert continental["style"] == {
-        k: v for k, v in asdict(StyleAugment(continental_p=0.25)).items() if k != "plain_p"
-    }  # a state saved before --plain existed still resumes
+        k: v for k, v in asdict(StyleAugment(continental_p=0.25)).items() if k not in added
+    }  # a state saved before --plain and --thick-pens existed still resumes
     assert RobustConfig(style=StyleAugment(plain_p=0.5)).setup()["style"]["plain_p"] == 0.5
+    thick = RobustConfig(style=StyleAugment(thick_p=0.2)).setup()["style"]
+    assert thick["thick_p"] == 0.2 and "plain_p" not in thick
     assert "style" not in RobustConfig().setup()
 
 

@@ -155,7 +155,11 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
             ema_decay=settings.ema_decay,
             seed=settings.seed,
             distill_weight=DISTILL_WEIGHT if settings.distill else 0.0,
-            style=StyleAugment(continental_p=settings.continental, plain_p=settings.plain),
+            style=StyleAugment(
+                continental_p=settings.continental,
+                plain_p=settings.plain,
+                thick_p=settings.thick_pens,
+            ),
         ),
         non_digit_count=settings.non_digits,
         command=settings.command,

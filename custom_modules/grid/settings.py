@@ -85,6 +85,7 @@ class GridSettings:
     distill: bool = False
     continental: float = 0.0
     plain: float = 0.0
+    thick_pens: float = 0.0
     halving_factor: int = 3
     min_epochs: int = 1
     state_dir: Path | None = None  # runs' training states; None: <output-dir>/train_state
@@ -119,11 +120,12 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         or settings.distill
         or settings.continental
         or settings.plain
+        or settings.thick_pens
     )
     if robust_only and mode is not Mode.ROBUST:
         return (
-            "--stop-after, --head-only, --interpolate, --distill, --continental and --plain "
-            "go with --robust"
+            "--stop-after, --head-only, --interpolate, --distill, --continental, --plain and "
+            "--thick-pens go with --robust"
         )
     halving_flags = (settings.halving_factor, settings.min_epochs) != (
         GridSettings.halving_factor,
@@ -135,7 +137,12 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         return f"--halving-factor {settings.halving_factor}: keep 1 in at least 2 (2 or more)"
     if not 1 <= settings.min_epochs <= settings.epochs:
         return f"--min-epochs {settings.min_epochs}: between 1 and --epochs ({settings.epochs})"
-    for flag, share in (("--continental", settings.continental), ("--plain", settings.plain)):
+    shares = {
+        "--continental": settings.continental,
+        "--plain": settings.plain,
+        "--thick-pens": settings.thick_pens,
+    }
+    for flag, share in shares.items():
         if not 0 <= share <= 1:
             return f"{flag} {share} is a share: between 0 and 1"
     if settings.distill and settings.head_only:

@@ -52,8 +52,10 @@ class RobustConfig:
             del recipe["distill_weight"], recipe["distill_temperature"]
         if self.style == StyleAugment():
             del recipe["style"]
-        elif self.style.plain_p == 0:
-            del recipe["style"]["plain_p"]
+        else:
+            for added in ("plain_p", "thick_p"):
+                if getattr(self.style, added) == 0:
+                    del recipe["style"][added]
         return recipe
 
 

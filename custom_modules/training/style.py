@@ -33,6 +33,7 @@ class StyleAugment:
     reframe: bool = True  # framed as served; False keeps MNIST's frame (the parity ablation)
     continental_p: float = 0.0  # share of 1s given a flag and 7s a bar (`continental_forms`)
     plain_p: float = 0.0  # share kept in MNIST's own style: only framed as served
+    thick_p: float = 0.0  # share given the widest pen, 3 steps thicker (`pen_width`)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
@@ -48,9 +49,15 @@ def _erode(images: torch.Tensor) -> torch.Tensor:
     return (-F.max_pool2d(-images, 3, stride=1, padding=1) * 1.6).clamp(max=1.0)
 
 
-def pen_width(images: torch.Tensor, probs, generator: torch.Generator) -> torch.Tensor:
-    """Each image drawn with a thinner pen, the same, or 1-2 px thicker (grey morphology)."""
+def pen_width(
+    images: torch.Tensor, probs, generator: torch.Generator, thick_p: float = 0.0
+) -> torch.Tensor:
+    """Each image drawn with a thinner pen, the same, or 1-2 steps thicker (grey morphology,
+    `probs`); with `thick_p`, that share 3 steps thicker instead (a pen about a third of the
+    digit's height: a small digit drawn with a wide brush), the rest in proportion."""
     B = images.shape[0]
+    if thick_p > 0:  # only then a fifth choice: the draws of recipes without it stay as they were
+        probs = [p * (1 - thick_p) for p in probs] + [thick_p]
     choice = torch.multinomial(
         torch.tensor(probs, device=images.device).expand(B, -1), 1, generator=generator
     ).view(B, 1, 1, 1)
@@ -58,7 +65,10 @@ def pen_width(images: torch.Tensor, probs, generator: torch.Generator) -> torch.
     # a stroke already thin would break apart: those keep their pen
     mass = images.sum(dim=(1, 2, 3), keepdim=True)
     thinner = torch.where(thinner.sum(dim=(1, 2, 3), keepdim=True) >= 0.5 * mass, thinner, images)
-    variants = torch.stack([thinner, images, thicker, _dilate(thicker)])  # (4, B, 1, H, W)
+    pens = [thinner, images, thicker, _dilate(thicker)]
+    if thick_p > 0:
+        pens.append(_dilate(pens[-1]))
+    variants = torch.stack(pens)  # (4 or 5, B, 1, H, W)
     return variants.gather(0, choice.unsqueeze(0).expand(1, *images.shape))[0]
 
 
@@ -231,7 +241,7 @@ def augment_batch(
         images = continental_forms(images, labels, cfg.continental_p, generator)
     styled = F.pad(images, (PAD, PAD, PAD, PAD))
     styled = style_warp(styled, cfg, generator)
-    styled = pen_width(styled, cfg.pen_p, generator)
+    styled = pen_width(styled, cfg.pen_p, generator, cfg.thick_p)
     styled = blur(styled, cfg.blur_p, generator)
     styled = styled[..., PAD:-PAD, PAD:-PAD] if not cfg.reframe else reframe_like_serving(styled)
     if cfg.plain_p == 0:  # no draw: the recipes before plain_p keep their random stream
