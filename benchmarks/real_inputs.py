@@ -5,7 +5,10 @@ held-out fonts and seeds (they report only: every choice was made on the validat
 
 - MNIST test as it is: accuracy, expected calibration error (15 bins) and NLL;
 - MNIST test as served: the same digits through `preprocess_image`, as an upload of them is read;
-- drawn: each digit's centre line drawn again with a round brush, any size, place and pen width;
+- drawn: each digit's centre line drawn again with a round brush, any size and place, a pen
+  0.04-0.16 of the line's size (MNIST's widths and thinner);
+- wide pens: the same digits drawn with a pen 0.25-0.5 of the line's size (0.2-0.33 of the
+  drawn digit's; MNIST's 95th percentile is 0.22), as a small digit drawn with a wide brush;
 - other hands: slant, proportions, wobble and pen width that MNIST's writers did not use;
 - font shapes: digits from fonts the training never saw, with a random pen and wobble;
 - photos: the drawn digits as JPEG photos of dark ink on paper, read through the upload path;
@@ -49,7 +52,15 @@ from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, load_mnist
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 NON_DIGIT_SEED = 2  # training used seed 0, validation seed 1
-DIGIT_SETS = ("MNIST as served", "drawn", "other hands", "font shapes", "photos", "real hands")
+DIGIT_SETS = (
+    "MNIST as served",
+    "drawn",
+    "wide pens",
+    "other hands",
+    "font shapes",
+    "photos",
+    "real hands",
+)
 
 
 @dataclass(frozen=True)
@@ -92,11 +103,15 @@ def make_sets(data_dir: Path, n: int, seed: int) -> dict[str, InputSet]:
     test = mnist.test_images.astype(np.float32)[:, None] / 255
     drawn = [draw_as_strokes(d, rng) for d in digits]
     photos = [read_upload(photo_of_paper(canvas, rng)).pixels for canvas in drawn]
+    # its own generator: the sets above and below are drawn as before it was added
+    wide_rng = np.random.default_rng([seed, 1])
+    wide = [draw_as_strokes(d, wide_rng, pen_range=(0.25, 0.5)) for d in digits]
     non_digits, _ = make_non_digits(n, NON_DIGIT_SEED, digits, labels, fonts=HELD_OUT_FONTS)
     return {
         "MNIST test": InputSet(test, mnist.test_labels.astype(np.int64), np.ones(len(test), bool)),
         "MNIST as served": as_set(list(mnist.test_images), mnist.test_labels.astype(np.int64)),
         "drawn": as_set(drawn, labels),
+        "wide pens": as_set(wide, labels),
         "other hands": as_set([other_hand(d, rng) for d in digits], labels),
         "font shapes": as_set([font_digit(int(label), rng) for label in labels], labels),
         "photos": as_set(photos, labels),
@@ -137,6 +152,7 @@ COLUMNS = {
     "mnist_nll": ("NLL", "{:.3f}"),
     "MNIST as served_top_digit": ("MNIST test as served", "{:.2%}"),
     "drawn_accuracy": ("drawn", "{:.2%}"),
+    "wide pens_accuracy": ("wide pens", "{:.2%}"),
     "other hands_accuracy": ("other hands", "{:.2%}"),
     "font shapes_accuracy": ("font shapes", "{:.2%}"),
     "photos_accuracy": ("photos", "{:.2%}"),

@@ -21,7 +21,7 @@ from custom_modules.serving.calibration import (
 from custom_modules.serving.errors import ModelFileError
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT, softmax
-from custom_modules.serving.preprocess import preprocess_image
+from custom_modules.serving.preprocess import pen_ratio, preprocess_image
 from custom_modules.synthetic.handwriting import (
     CANVAS_SIZE,
     draw_as_strokes,
@@ -182,6 +182,16 @@ def test_made_up_digits_are_canvas_drawings_and_photos_the_app_can_read() -> Non
     photo = Image.open(io.BytesIO(photo_of_paper(draw_as_strokes(seven, rng), rng)))
     assert photo.format == "JPEG"
     assert preprocess_image(np.asarray(photo)) is not None
+
+
+@pytest.mark.parametrize("pen", [0.08, 0.3, 0.5])
+def test_a_drawn_digits_pen_is_the_asked_share_of_its_centre_lines_size(pen: float) -> None:
+    canvas = draw_as_strokes(a_seven(), np.random.default_rng(0), pen_range=(pen, pen))
+    ink = canvas[..., 3].astype(np.float32) / 255
+    rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+    digit = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    # the ink's box is the line's, widened by the pen
+    assert pen_ratio(digit) == pytest.approx(pen / (1 + pen), abs=0.02)
 
 
 def test_skeleton_thins_a_thick_bar_to_one_pixel() -> None:

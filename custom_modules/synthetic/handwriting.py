@@ -70,8 +70,12 @@ def pen_path(ink: np.ndarray) -> np.ndarray:
     return path | ndimage.binary_erosion(blobs, _disk(half_width))
 
 
-def draw_as_strokes(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The digit's pen path drawn with a round brush: any size, place and pen width."""
+def draw_as_strokes(
+    digit: np.ndarray, rng: np.random.Generator, pen_range: tuple[float, float] = (0.04, 0.16)
+) -> np.ndarray:
+    """The digit's pen path drawn with a round brush: any size and place, a pen `pen_range` of
+    the path's size wide (the default: MNIST's pens and thinner; 0.25-0.5, a wide brush: a pen
+    ratio, `pen_ratio` of the drawn digit, of about 0.2-0.33)."""
     big = np.asarray(Image.fromarray(digit).resize((56, 56), Image.Resampling.BILINEAR))
     path = pen_path(big >= 100)
     ys, xs = np.nonzero(path)
@@ -80,7 +84,7 @@ def draw_as_strokes(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     side = rng.uniform(60, CANVAS_SIZE - 30)  # the digit's box on the canvas
     box = max(np.ptp(ys), np.ptp(xs), 1)
     scale = side / box
-    pen = float(rng.uniform(0.04, 0.16)) * side  # pen width relative to the digit's size
+    pen = float(rng.uniform(*pen_range)) * side  # pen width relative to the digit's size
     margin = pen / 2 + 2
     room_x = CANVAS_SIZE - np.ptp(xs) * scale - 2 * margin
     room_y = CANVAS_SIZE - np.ptp(ys) * scale - 2 * margin
