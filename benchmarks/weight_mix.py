@@ -6,8 +6,8 @@ validation: which share of the fine-tuned weights reads best, and what it gives 
         --tuned models/vit-large.pt --data-dir ../shared/data/mnist
 
 For each share alpha of the tuned weights, the mix (dropout off) is calibrated as
-`--calibrate-shipped` calibrates a shipped model (`calibrate`: temperature on the MNIST kind of
-the validation inputs, decline rule at 1 % of the digits read right), then read on the same
+`--calibrate-shipped` calibrates a shipped model (`calibrate_logits`: temperature on the MNIST
+kind of the validation inputs, decline rule at 1 % of the digits read right), then read on the same
 validation inputs (top digit right, per kind), the held-out validation non-digits (share
 declined) and the robust recipe's check (clean, restyled, continental 1s and 7s). Validation
 data only: nothing here reads the test set.
@@ -21,28 +21,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from custom_modules.export.calibrate import calibrate
+from custom_modules.export.calibrate import calibrate_logits
 from custom_modules.grid.robust import calibration_inputs
 from custom_modules.training.checkpoints import load_checkpoint
 from custom_modules.training.data import split_mnist
+from custom_modules.training.metrics import predict_logits
 from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
 from custom_modules.training.robust import RobustCheck, interpolated, without_dropout
-from custom_modules.vision_transformer import VisionTransformer
 
 KINDS = ("mnist", "drawn", "other hand", "photo")
-
-
-class TorchLogits:
-    """A PyTorch model behind the one method `calibrate` asks of an `OnnxViT`."""
-
-    def __init__(self, model: VisionTransformer, batch: int = 500):
-        self.model, self.batch = model.eval(), batch
-
-    @torch.no_grad()
-    def predict_logits(self, pixels: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(pixels)
-        batches = [self.model(x[i : i + self.batch]) for i in range(0, len(x), self.batch)]
-        return torch.cat(batches).numpy()
 
 
 def main() -> int:
@@ -71,9 +58,10 @@ def main() -> int:
     print("|---" * (len(KINDS) + 6) + "|")
     for alpha in args.alphas:
         mixed = interpolated(start, tuned, alpha)
-        fit = calibrate(TorchLogits(mixed), digits, non_digits)
-        predicted = TorchLogits(mixed).predict_logits(digits.pixels).argmax(1)
-        right = predicted == digits.labels
+        logits = predict_logits(mixed, torch.from_numpy(digits.pixels)).numpy()  # read once
+        non_digit_logits = predict_logits(mixed, torch.from_numpy(non_digits)).numpy()
+        fit = calibrate_logits(logits, digits, non_digit_logits)
+        right = logits.argmax(1) == digits.labels
         accuracies = [right[digits.kinds == kind].mean() for kind in KINDS]
         figures = check.evaluate(mixed)
         cells = [f"{a:.2%}" for a in accuracies] + [

@@ -93,11 +93,21 @@ def calibrate(
 ) -> Calibration:
     """Fit the temperature and the decline rule on validation digits; report on non-digits."""
     logits = model.predict_logits(digits.pixels)
+    return calibrate_logits(logits, digits, model.predict_logits(non_digits), rate)
+
+
+def calibrate_logits(
+    logits: np.ndarray,
+    digits: ValidationInputs,
+    non_digit_logits: np.ndarray,
+    rate: float = DECLINED_DIGITS,
+) -> Calibration:
+    """`calibrate` on logits already computed: `logits` (N, 10) of `digits.pixels`."""
     mnist = digits.kinds == "mnist"
     temperature = fit_temperature(logits[mnist], digits.labels[mnist])
     after = softmax(logits / temperature)
     threshold = decline_threshold(after, digits.labels, rate)
-    non_digit = softmax(model.predict_logits(non_digits) / temperature)
+    non_digit = softmax(non_digit_logits / temperature)
     before, labels = softmax(logits[mnist]), digits.labels[mnist]
     return Calibration(
         temperature=temperature,
