@@ -137,10 +137,15 @@ def reexport_shipped_models(settings: GridSettings, run_one: RunFn | None = None
 
 def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
     """Fine-tune the shipped models for real handwriting and non-digits; ship and calibrate."""
+    import torch
+
     from custom_modules.grid.robust import RobustJob, robust_ship
+    from custom_modules.training.loop import TrainingPath
     from custom_modules.training.robust import RobustConfig
     from custom_modules.training.style import StyleAugment
     from custom_modules.training.teacher import DISTILL_WEIGHT, TeacherConfig
+
+    cpu = torch.device("cpu")  # the fine-tuning runs on the CPU
 
     if error := output_dir_error(settings.output_dir):
         return refuse(error)
@@ -167,6 +172,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         head_only=settings.head_only,
         interpolate=settings.interpolate,
         teacher=TeacherConfig(seed=settings.seed) if settings.distill else None,
+        path=TrainingPath.baseline() if settings.baseline else TrainingPath.fast(cpu),
     )
     try:
         robust_ship(job, training_splits(settings))

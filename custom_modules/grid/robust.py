@@ -22,6 +22,7 @@ from custom_modules.serving.model import OnnxViT, softmax
 from custom_modules.synthetic.non_digits import HELD_OUT_FONTS, make_non_digits
 from custom_modules.training.checkpoints import load_checkpoint, save_checkpoint
 from custom_modules.training.data import DataSplits
+from custom_modules.training.loop import TrainingPath
 from custom_modules.training.metrics import evaluate
 from custom_modules.training.robust import (
     HeadRefitConfig,
@@ -94,6 +95,7 @@ class RobustJob:
     head_only: bool = False  # refit the final norm and head alone
     interpolate: bool = False  # ship the WiSE-FT mix of the start and the fine-tuned weights
     teacher: TeacherConfig | None = None  # distil from a CNN trained here with this recipe
+    path: TrainingPath = TrainingPath.baseline()  # bf16 autocast and attention kernel
 
 
 def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
@@ -113,7 +115,9 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
     models = {}
     for name in job.names:
         entry = shipped[name]
-        start = without_dropout(load_checkpoint(models_dir / entry["checkpoint"]))
+        start = without_dropout(
+            load_checkpoint(models_dir / entry["checkpoint"]), job.path.fused_attention
+        )
         state_path = output_dir / "train_state" / f"robust-{name.lower()}.pt"
         state_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -130,7 +134,15 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             report({"train_loss": float("nan"), **history[-1]})
         else:
             model, history = finetune_robust(
-                start, data, inputs, config, state_path, report, job.stop_after, teacher
+                start,
+                data,
+                inputs,
+                config,
+                state_path,
+                report,
+                job.stop_after,
+                teacher,
+                job.path.bf16,
             )
         interpolation = None
         if job.interpolate:  # from the checkpoint again: fine-tuning changed `start` in place

@@ -130,9 +130,9 @@ class RobustCheck:
         return report
 
 
-def without_dropout(model: VisionTransformer) -> VisionTransformer:
+def without_dropout(model: VisionTransformer, fused_attention: bool = True) -> VisionTransformer:
     """The same weights in a model with dropout off: the augmentation regularises enough."""
-    fresh = VisionTransformer(replace(model.config, dropout=0.0, attn_dropout=0.0))
+    fresh = VisionTransformer(replace(model.config, dropout=0.0, attn_dropout=0.0), fused_attention)
     fresh.load_state_dict(model.state_dict())
     return fresh
 
@@ -146,8 +146,12 @@ def finetune_robust(
     on_epoch: Callable[[dict], None] = print,
     stop_after: int | None = None,
     teacher: torch.nn.Module | None = None,
+    bf16: bool = False,
 ) -> tuple[VisionTransformer, list[dict]]:
     """Fine-tune `model` (pixels in [0, 1]); return the averaged weights and the epoch history.
+
+    With `bf16`, the forward pass runs under bf16 autocast (fast only where the hardware does
+    bf16: `TrainingPath.fast`); the weights, the EMA and the validation stay fp32.
 
     With `config.distill_weight` > 0, that share of the digits' loss is the distillation loss
     towards `teacher` (in eval mode) on the same restyled digits.
@@ -194,7 +198,8 @@ def finetune_robust(
                 generator,
                 torch.cat([data.train_labels[batch], torch.full_like(extra, -1)]),
             )
-            logits = model(images)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(images).float()  # (B + non-digits, 10)
             n = len(batch)
             loss = F.cross_entropy(logits[:n], data.train_labels[batch])
             if teacher is not None:
@@ -216,6 +221,7 @@ def finetune_robust(
             "epoch": epoch,
             "train_loss": running / steps,
             "seconds": time.perf_counter() - started,
+            "bf16": bf16,
             **check.evaluate(ema.module),
         }
         state.history.append(record)

@@ -1,0 +1,41 @@
+"""Robust fine-tuning under bf16 autocast learns what the fp32 one learns, and records it."""
+
+import torch
+
+from custom_modules.training.data import split_mnist
+from custom_modules.training.robust import (
+    RobustCheck,
+    RobustConfig,
+    finetune_robust,
+    without_dropout,
+)
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
+from tests.test_pipeline import synthetic_mnist
+
+
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_bf16_fine_tuning_moves_the_weights_as_fp32_does(tmp_path) -> None:
+    data = split_mnist(synthetic_mnist(n_train=300), val_size=100)
+    check = RobustCheck.make(data, torch.rand(20, 1, 28, 28))
+    inputs = lambda: (torch.rand(50, 1, 28, 28), check)  # noqa: E731
+    config = RobustConfig(epochs=1, lr=3e-3, batch_size=32, non_digit_batch=4, ema_decay=0.5)
+    torch.manual_seed(0)
+    start = VisionTransformer(ViTConfig(emb_dim=32, num_heads=2, n_layers=2, dropout=0.0))
+
+    def tune(bf16: bool) -> tuple[VisionTransformer, list[dict]]:
+        model = without_dropout(start, fused_attention=not bf16)  # the CPU's fast path
+        state = tmp_path / f"state-{bf16}.pt"
+        return finetune_robust(model, data, inputs, config, state, lambda r: None, bf16=bf16)
+
+    fp32, fp32_history = tune(False)
+    bf16, bf16_history = tune(True)
+    assert [h["bf16"] for h in fp32_history + bf16_history] == [False, True]
+    moved = (_flat(fp32) - _flat(start)).norm()
+    assert moved > 0.1
+    # bf16 rounding lets the two drift apart a little, far less than either moved
+    assert (_flat(bf16) - _flat(fp32)).norm() < 0.25 * moved
+    agree = (bf16(check.clean).argmax(1) == fp32(check.clean).argmax(1)).float().mean()
+    assert agree > 0.9
