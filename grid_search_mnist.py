@@ -237,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
         "that is most fine-tuned while keeping the start's clean validation accuracy",
     )
     training.add_argument(
+        "--interpolate-at",
+        type=float,
+        metavar="ALPHA",
+        help="with --robust: ship the mix with this share of the fine-tuned weights instead "
+        "(chosen on validation by benchmarks/weight_mix.py); every mix is still read and kept",
+    )
+    training.add_argument(
         "--distill",
         action="store_true",
         help="with --robust: train a small CNN teacher on the same restyled digits (resumable, "

@@ -150,6 +150,7 @@ def test_only_and_init_from_need_ship(capsys) -> None:
 
 def test_robust_options_need_robust(capsys) -> None:
     options = (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"])
+    options += (["--interpolate-at", "0.5"],)
     shares = (["--continental", "0.5"], ["--plain", "0.5"], ["--thick-pens", "0.2"])
     for option in (*options, *shares):
         assert grid_search_mnist.main(["--ship", *option]) == 2
@@ -162,6 +163,10 @@ def test_robust_options_need_robust(capsys) -> None:
     assert "--plain -0.1 is a share" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--thick-pens", "2"]) == 2
     assert "--thick-pens 2.0 is a share" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--interpolate-at", "1.5"]) == 2
+    assert "--interpolate-at 1.5 is a share" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--interpolate", "--interpolate-at", "0.5"]) == 2
+    assert "gives it: one" in capsys.readouterr().err
 
 
 def test_a_recipe_without_the_shares_added_since_records_the_setup_its_saved_states_have() -> None:
@@ -385,3 +390,7 @@ def test_interpolation_mixes_the_weights_and_keeps_the_clean_accuracy() -> None:
     with torch.no_grad():
         tuned.head.bias[0] = 0.9868  # alpha 0.25 -> 0.9892, 0.5 -> 0.9884 (below 0.989)
     assert choose_interpolation(start, tuned, FakeCheck())[1]["alpha"] == 0.25
+    # a mix chosen on validation otherwise ships instead; the rule's choice is kept beside it
+    mixed, record = choose_interpolation(start, tuned, FakeCheck(), given_alpha=0.75)
+    assert (record["alpha"], record["alpha_by_clean_rule"]) == (0.75, 0.25)
+    assert float(mixed.head.bias[0].detach()) == pytest.approx(0.25 * 0.99 + 0.75 * 0.9868)

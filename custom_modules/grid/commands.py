@@ -171,6 +171,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         stop_after=settings.stop_after,
         head_only=settings.head_only,
         interpolate=settings.interpolate,
+        interpolate_at=settings.interpolate_at,
         teacher=TeacherConfig(seed=settings.seed) if settings.distill else None,
         path=TrainingPath.baseline() if settings.baseline else TrainingPath.fast(cpu),
     )

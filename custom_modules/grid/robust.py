@@ -94,6 +94,7 @@ class RobustJob:
     stop_after: int | None = None  # ship after this epoch of the schedule
     head_only: bool = False  # refit the final norm and head alone
     interpolate: bool = False  # ship the WiSE-FT mix of the start and the fine-tuned weights
+    interpolate_at: float | None = None  # ... at this share of the fine-tuned weights
     teacher: TeacherConfig | None = None  # distil from a CNN trained here with this recipe
     path: TrainingPath = TrainingPath.baseline()  # bf16 autocast and attention kernel
 
@@ -145,9 +146,12 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
                 job.path.bf16,
             )
         interpolation = None
-        if job.interpolate:  # from the checkpoint again: fine-tuning changed `start` in place
+        if job.interpolate or job.interpolate_at is not None:
+            # from the checkpoint again: fine-tuning changed `start` in place
             start = without_dropout(load_checkpoint(models_dir / entry["checkpoint"]))
-            model, interpolation = choose_interpolation(start, model, inputs()[1])
+            model, interpolation = choose_interpolation(
+                start, model, inputs()[1], job.interpolate_at
+            )
             for alpha, figures in interpolation["mixes"].items():
                 print(
                     f"{name} mixed at alpha {alpha} (start's clean val acc "

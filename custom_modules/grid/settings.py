@@ -82,6 +82,7 @@ class GridSettings:
     stop_after: int | None = None
     head_only: bool = False
     interpolate: bool = False
+    interpolate_at: float | None = None
     distill: bool = False
     continental: float = 0.0
     plain: float = 0.0
@@ -117,6 +118,7 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         settings.stop_after is not None
         or settings.head_only
         or settings.interpolate
+        or settings.interpolate_at is not None
         or settings.distill
         or settings.continental
         or settings.plain
@@ -124,8 +126,8 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
     )
     if robust_only and mode is not Mode.ROBUST:
         return (
-            "--stop-after, --head-only, --interpolate, --distill, --continental, --plain and "
-            "--thick-pens go with --robust"
+            "--stop-after, --head-only, --interpolate(-at), --distill, --continental, --plain "
+            "and --thick-pens go with --robust"
         )
     halving_flags = (settings.halving_factor, settings.min_epochs) != (
         GridSettings.halving_factor,
@@ -145,6 +147,11 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
     for flag, share in shares.items():
         if not 0 <= share <= 1:
             return f"{flag} {share} is a share: between 0 and 1"
+    if settings.interpolate_at is not None:
+        if settings.interpolate:
+            return "--interpolate chooses the mix by its rule; --interpolate-at gives it: one"
+        if not 0 <= settings.interpolate_at <= 1:
+            return f"--interpolate-at {settings.interpolate_at} is a share: between 0 and 1"
     if settings.distill and settings.head_only:
         return "--distill trains the whole network; --head-only refits the head alone"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:

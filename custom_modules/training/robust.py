@@ -250,11 +250,14 @@ def interpolated(start: VisionTransformer, tuned: VisionTransformer, alpha: floa
 
 
 def choose_interpolation(
-    start: VisionTransformer, tuned: VisionTransformer, check: RobustCheck
+    start: VisionTransformer,
+    tuned: VisionTransformer,
+    check: RobustCheck,
+    given_alpha: float | None = None,
 ) -> tuple[VisionTransformer, dict]:
     """The most fine-tuned mix of INTERPOLATION_ALPHAS whose clean validation accuracy is within
-    CLEAN_TOLERANCE of the start's (the start itself, alpha 0, if none is); with every mix's
-    validation figures."""
+    CLEAN_TOLERANCE of the start's (the start itself, alpha 0, if none is), or the mix at
+    `given_alpha` when one was chosen on validation otherwise; with every mix's figures."""
     start_clean = check.evaluate(start.eval())["val_clean_accuracy"]
     figures = {
         alpha: check.evaluate(interpolated(start, tuned, alpha)) for alpha in INTERPOLATION_ALPHAS
@@ -262,6 +265,9 @@ def choose_interpolation(
     floor = start_clean - CLEAN_TOLERANCE
     alpha = max((a for a, f in figures.items() if f["val_clean_accuracy"] >= floor), default=0.0)
     record = {"alpha": alpha, "start_val_clean_accuracy": start_clean, "mixes": figures}
+    if given_alpha is not None:
+        record |= {"alpha": given_alpha, "alpha_by_clean_rule": alpha}
+        alpha = given_alpha
     return interpolated(start, tuned, alpha), record
 
 
