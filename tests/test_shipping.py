@@ -334,9 +334,9 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     shipped = load_checkpoint(models_dir / "vit-fast.pt").state_dict()
     starts = []
 
-    def spy(start, tuned, check):
+    def spy(start, tuned, check, given_alpha=None):
         starts.append(start.state_dict())
-        return choose_interpolation(start, tuned, check)
+        return choose_interpolation(start, tuned, check, given_alpha)
 
     monkeypatch.setattr(custom_modules.grid.robust, "choose_interpolation", spy)
     assert (
@@ -350,6 +350,13 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     assert interpolation["alpha"] in (0.0, 0.25, 0.5, 0.75, 1.0)
     assert sorted(map(float, interpolation["mixes"])) == [0.25, 0.5, 0.75, 1.0]
     assert f"shipping the mix at alpha {interpolation['alpha']}" in capsys.readouterr().out
+    # --interpolate-at: the finished state mixed at the alpha given, the rule's beside it
+    at = [*robust, "--interpolate-at", "0.25", "--only", "Fast", "--epochs", "2", *common]
+    assert grid_search_mnist.main(at) == 0
+    interpolation = read_manifest(models_dir).models["Fast"].extra["interpolation"]
+    assert interpolation["alpha"] == 0.25 and "alpha_by_clean_rule" in interpolation
+    out = capsys.readouterr().out
+    assert "resuming after epoch 2" in out and "shipping the mix at alpha 0.25" in out
 
     head = ["--robust", "--only", "Large", "--head-only", "--output-dir", str(tmp_path / "h")]
     assert grid_search_mnist.main([*head, "--non-digits", "64", *common]) == 0
