@@ -26,6 +26,7 @@ from pathlib import Path
 
 from custom_modules.grid.settings import (
     BACKENDS,
+    FROM_SCRATCH_WARMUP_EPOCHS,
     SHIPPED_NAMES,
     WANDB_MODES,
     GridSettings,
@@ -242,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ALPHA",
         help="with --robust: ship the mix with this share of the fine-tuned weights instead "
         "(chosen on validation by benchmarks/weight_mix.py); every mix is still read and kept",
+    )
+    training.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="with --robust: train the shipped models' configurations from fresh weights with "
+        f"the recipe ({FROM_SCRATCH_WARMUP_EPOCHS:g} epochs of warm-up) instead of fine-tuning "
+        "their checkpoints",
     )
     training.add_argument(
         "--distill",

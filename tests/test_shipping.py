@@ -18,7 +18,12 @@ from custom_modules.grid.shipping import improved_on_start
 from custom_modules.serving.manifest import read_manifest
 from custom_modules.serving.model import OnnxViT
 from custom_modules.training.checkpoints import load_checkpoint
-from custom_modules.training.robust import RobustConfig, choose_interpolation, interpolated
+from custom_modules.training.robust import (
+    RobustConfig,
+    choose_interpolation,
+    finetune_robust,
+    interpolated,
+)
 from custom_modules.training.style import StyleAugment
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 from tests.test_pipeline import synthetic_mnist, write_mnist_folder
@@ -150,7 +155,7 @@ def test_only_and_init_from_need_ship(capsys) -> None:
 
 def test_robust_options_need_robust(capsys) -> None:
     options = (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"])
-    options += (["--interpolate-at", "0.5"],)
+    options += (["--interpolate-at", "0.5"], ["--from-scratch"])
     shares = (["--continental", "0.5"], ["--plain", "0.5"], ["--thick-pens", "0.2"])
     for option in (*options, *shares):
         assert grid_search_mnist.main(["--ship", *option]) == 2
@@ -167,6 +172,9 @@ def test_robust_options_need_robust(capsys) -> None:
     assert "--interpolate-at 1.5 is a share" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--interpolate", "--interpolate-at", "0.5"]) == 2
     assert "gives it: one" in capsys.readouterr().err
+    for option in (["--interpolate"], ["--interpolate-at", "1"], ["--head-only"]):
+        assert grid_search_mnist.main(["--robust", "--from-scratch", *option]) == 2
+        assert "--from-scratch starts from fresh weights" in capsys.readouterr().err
 
 
 def test_a_recipe_without_the_shares_added_since_records_the_setup_its_saved_states_have() -> None:
@@ -179,6 +187,8 @@ def test_a_recipe_without_the_shares_added_since_records_the_setup_its_saved_sta
     thick = RobustConfig(style=StyleAugment(thick_p=0.2)).setup()["style"]
     assert thick["thick_p"] == 0.2 and "plain_p" not in thick
     assert "style" not in RobustConfig().setup()
+    assert "warmup_epochs" not in RobustConfig().setup()  # nor before the warm-up was a field
+    assert RobustConfig(warmup_epochs=2.0).setup()["warmup_epochs"] == 2.0
 
 
 def test_retime_measures_every_run_again_and_updates_only_latency(
@@ -357,6 +367,28 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     assert interpolation["alpha"] == 0.25 and "alpha_by_clean_rule" in interpolation
     out = capsys.readouterr().out
     assert "resuming after epoch 2" in out and "shipping the mix at alpha 0.25" in out
+
+    # --from-scratch: the configuration from fresh weights, a longer warm-up, its own command
+    fine_tuned = load_checkpoint(models_dir / "vit-large.pt").state_dict()
+    calls = []
+
+    def finetune_spy(model, data, inputs, config, *args):
+        calls.append(({k: v.clone() for k, v in model.state_dict().items()}, config))
+        return finetune_robust(model, data, inputs, config, *args)
+
+    monkeypatch.setattr(custom_modules.grid.robust, "finetune_robust", finetune_spy)
+    scratch = ["--robust", "--from-scratch", "--output-dir", str(tmp_path / "s")]
+    scratch += ["--non-digits", "64", "--only", "Large", "--epochs", "1"]
+    assert grid_search_mnist.main([*scratch, *common]) == 0
+    ((start, config),) = calls
+    torch.manual_seed(0)
+    fresh = VisionTransformer(ViTConfig(**{**LARGE, "dropout": 0.0})).state_dict()
+    assert all(torch.equal(start[k], v) for k, v in fresh.items())
+    assert not torch.equal(start["head.weight"], fine_tuned["head.weight"])
+    assert config.warmup_epochs == 2.0
+    large = read_manifest(models_dir).models["Large"]
+    assert large.command == "python grid_search_mnist.py " + shlex.join([*scratch, *common])
+    assert [h["epoch"] for h in large.extra["history"]] == [1]
 
     head = ["--robust", "--only", "Large", "--head-only", "--output-dir", str(tmp_path / "h")]
     assert grid_search_mnist.main([*head, "--non-digits", "64", *common]) == 0

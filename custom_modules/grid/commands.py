@@ -19,7 +19,7 @@ from custom_modules.grid.progress import GridProgress
 from custom_modules.grid.results_table import ResultsTableError, read_results, update_results
 from custom_modules.grid.run import RunFn, run_config
 from custom_modules.grid.selection import FAST_MARGIN, accuracy_rank, select_models
-from custom_modules.grid.settings import GridSettings, Mode
+from custom_modules.grid.settings import FROM_SCRATCH_WARMUP_EPOCHS, GridSettings, Mode
 from custom_modules.grid.shipping import (
     ShippedModel,
     improved_on_start,
@@ -159,6 +159,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
             batch_size=settings.batch_size,
             ema_decay=settings.ema_decay,
             seed=settings.seed,
+            **({"warmup_epochs": FROM_SCRATCH_WARMUP_EPOCHS} if settings.from_scratch else {}),
             distill_weight=DISTILL_WEIGHT if settings.distill else 0.0,
             style=StyleAugment(
                 continental_p=settings.continental,
@@ -172,6 +173,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         head_only=settings.head_only,
         interpolate=settings.interpolate,
         interpolate_at=settings.interpolate_at,
+        from_scratch=settings.from_scratch,
         teacher=TeacherConfig(seed=settings.seed) if settings.distill else None,
         path=TrainingPath.baseline() if settings.baseline else TrainingPath.fast(cpu),
     )

@@ -34,6 +34,7 @@ from custom_modules.training.robust import (
     without_dropout,
 )
 from custom_modules.training.teacher import TeacherConfig, train_teacher
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 TRAIN_NON_DIGITS_SEED = 0
 VAL_NON_DIGITS_SEED = 1
@@ -95,6 +96,7 @@ class RobustJob:
     head_only: bool = False  # refit the final norm and head alone
     interpolate: bool = False  # ship the WiSE-FT mix of the start and the fine-tuned weights
     interpolate_at: float | None = None  # ... at this share of the fine-tuned weights
+    from_scratch: bool = False  # train each model's configuration from fresh weights
     teacher: TeacherConfig | None = None  # distil from a CNN trained here with this recipe
     path: TrainingPath = TrainingPath.baseline()  # bf16 autocast and attention kernel
 
@@ -116,9 +118,14 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
     models = {}
     for name in job.names:
         entry = shipped[name]
-        start = without_dropout(
-            load_checkpoint(models_dir / entry["checkpoint"]), job.path.fused_attention
-        )
+        if job.from_scratch:
+            torch.manual_seed(config.seed)
+            config_fields = {**entry["config"], "dropout": 0.0, "attn_dropout": 0.0}
+            start = VisionTransformer(ViTConfig(**config_fields), job.path.fused_attention)
+        else:
+            start = without_dropout(
+                load_checkpoint(models_dir / entry["checkpoint"]), job.path.fused_attention
+            )
         state_path = output_dir / "train_state" / f"robust-{name.lower()}.pt"
         state_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -174,7 +181,8 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             onnx_p50_us=entry["onnx_p50_us"],
             torch_p50_us=entry["torch_p50_us"],
             bench_threads=entry["bench_threads"],
-            command=followed_by(entry["command"], job.command),
+            # fresh weights owe nothing to the commands that made the shipped ones
+            command=job.command if job.from_scratch else followed_by(entry["command"], job.command),
             history=history,
             interpolation=interpolation,
             teacher=teacher_record,

@@ -13,6 +13,7 @@ DEFAULT_DATA_DIR = Path.home() / ".cache" / "mnist"
 BACKENDS = ("local", "ray")
 SHIPPED_NAMES = ("Fast", "Large")
 WANDB_MODES = ("online", "offline", "disabled")
+FROM_SCRATCH_WARMUP_EPOCHS = 2.0  # --robust --from-scratch: fresh weights take a longer warm-up
 
 
 class Mode(enum.Enum):
@@ -83,6 +84,7 @@ class GridSettings:
     head_only: bool = False
     interpolate: bool = False
     interpolate_at: float | None = None
+    from_scratch: bool = False
     distill: bool = False
     continental: float = 0.0
     plain: float = 0.0
@@ -119,6 +121,7 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         or settings.head_only
         or settings.interpolate
         or settings.interpolate_at is not None
+        or settings.from_scratch
         or settings.distill
         or settings.continental
         or settings.plain
@@ -126,8 +129,8 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
     )
     if robust_only and mode is not Mode.ROBUST:
         return (
-            "--stop-after, --head-only, --interpolate(-at), --distill, --continental, --plain "
-            "and --thick-pens go with --robust"
+            "--stop-after, --head-only, --interpolate(-at), --from-scratch, --distill, "
+            "--continental, --plain and --thick-pens go with --robust"
         )
     halving_flags = (settings.halving_factor, settings.min_epochs) != (
         GridSettings.halving_factor,
@@ -152,6 +155,13 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
             return "--interpolate chooses the mix by its rule; --interpolate-at gives it: one"
         if not 0 <= settings.interpolate_at <= 1:
             return f"--interpolate-at {settings.interpolate_at} is a share: between 0 and 1"
+    if settings.from_scratch and (
+        settings.head_only or settings.interpolate or settings.interpolate_at is not None
+    ):
+        return (
+            "--from-scratch starts from fresh weights: no head to refit alone, no start worth "
+            "mixing with (--head-only, --interpolate(-at))"
+        )
     if settings.distill and settings.head_only:
         return "--distill trains the whole network; --head-only refits the head alone"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:

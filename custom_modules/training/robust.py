@@ -39,6 +39,7 @@ class RobustConfig:
     outlier_weight: float = 0.5  # Hendrycks et al.'s lambda
     ema_decay: float = 0.999
     weight_decay: float = 0.05
+    warmup_epochs: float = 0.25  # a fine-tune's; training from scratch wants a longer one
     seed: int = 0
     distill_weight: float = 0.0  # share of the digits' loss taken from a teacher's outputs
     distill_temperature: float = 2.0
@@ -48,6 +49,8 @@ class RobustConfig:
         """The recipe as saved states record it; with the defaults of the fields added since
         the shipped models trained left out, so that states saved then still resume."""
         recipe = asdict(self)
+        if self.warmup_epochs == RobustConfig.warmup_epochs:
+            del recipe["warmup_epochs"]
         if self.distill_weight == 0:
             del recipe["distill_weight"], recipe["distill_temperature"]
         if self.style == StyleAugment():
@@ -169,7 +172,9 @@ def finetune_robust(
     total = config.epochs * steps
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps // 4, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(round(steps * config.warmup_epochs), total)
+    )
     if (teacher is None) != (config.distill_weight == 0):
         raise ValueError("a distillation weight needs a teacher, and a teacher a weight")
     setup = {"recipe": config.setup(), "model": model.config.to_dict(), "n_train": n_train}
