@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shlex
 from dataclasses import asdict
 from pathlib import Path
@@ -332,6 +333,7 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     )
     out = capsys.readouterr().out
     assert "Fast epoch 2" in out and "declines below" in out
+    assert re.search(r"Fast epoch 2: .* \(\d+ s of training\)", out)
 
     # the same command again: the schedule is done, nothing is trained again, named once
     command = models["Fast"].command

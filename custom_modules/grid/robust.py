@@ -132,7 +132,8 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
         def report(record: dict, name: str = name) -> None:
             print(
                 f"{name} epoch {record['epoch']}: train loss {record['train_loss']:.4f}, "
-                + _check_line(record),
+                + _check_line(record)
+                + f" ({record['seconds']:.0f} s of training)",
                 flush=True,
             )
 
