@@ -116,16 +116,17 @@ class RobustCheck:
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Validation loss and accuracy (clean, restyled) and the non-digits a 2 % rule declines."""
-        report = {}
+        report, logits = {}, {}
         for name, images in (("clean", self.clean), ("styled", self.styled)):
-            logits = predict_logits(model, images)
-            report[f"val_{name}_loss"] = F.cross_entropy(logits, self.labels).item()
-            report[f"val_{name}_accuracy"] = (logits.argmax(1) == self.labels).float().mean().item()
+            logits[name] = predict_logits(model, images)
+            report[f"val_{name}_loss"] = F.cross_entropy(logits[name], self.labels).item()
+            right = logits[name].argmax(1) == self.labels
+            report[f"val_{name}_accuracy"] = right.float().mean().item()
         continental = predict_logits(model, self.continental).argmax(1)
         report["val_continental_accuracy"] = (
             (continental == self.continental_labels).float().mean().item()
         )
-        styled = predict_logits(model, self.styled).softmax(1)
+        styled = logits["styled"].softmax(1)
         confident = styled.max(1).values[styled.argmax(1) == self.labels]
         threshold = torch.quantile(confident, DECLINE_CHECK_RATE).item()
         non_digit = predict_logits(model, self.non_digits).softmax(1).max(1).values
