@@ -159,7 +159,9 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
             batch_size=settings.batch_size,
             ema_decay=settings.ema_decay,
             seed=settings.seed,
-            **({"warmup_epochs": FROM_SCRATCH_WARMUP_EPOCHS} if settings.from_scratch else {}),
+            warmup_epochs=(
+                FROM_SCRATCH_WARMUP_EPOCHS if settings.from_scratch else RobustConfig.warmup_epochs
+            ),
             distill_weight=DISTILL_WEIGHT if settings.distill else 0.0,
             style=StyleAugment(
                 continental_p=settings.continental,

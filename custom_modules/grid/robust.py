@@ -29,12 +29,13 @@ from custom_modules.training.robust import (
     RobustCheck,
     RobustConfig,
     choose_interpolation,
+    dropout_free,
     finetune_robust,
     refit_head,
     without_dropout,
 )
 from custom_modules.training.teacher import TeacherConfig, train_teacher
-from custom_modules.vision_transformer import VisionTransformer, ViTConfig
+from custom_modules.vision_transformer import ViTConfig
 
 TRAIN_NON_DIGITS_SEED = 0
 VAL_NON_DIGITS_SEED = 1
@@ -120,8 +121,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
         entry = shipped[name]
         if job.from_scratch:
             torch.manual_seed(config.seed)
-            config_fields = {**entry["config"], "dropout": 0.0, "attn_dropout": 0.0}
-            start = VisionTransformer(ViTConfig(**config_fields), job.path.fused_attention)
+            start = dropout_free(ViTConfig(**entry["config"]), job.path.fused_attention)
         else:
             start = without_dropout(
                 load_checkpoint(models_dir / entry["checkpoint"]), job.path.fused_attention

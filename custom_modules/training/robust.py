@@ -23,7 +23,7 @@ from custom_modules.training.metrics import predict_logits
 from custom_modules.training.resumable import load_state, save_state
 from custom_modules.training.style import StyleAugment, augment_batch, reframe_like_serving
 from custom_modules.training.teacher import distillation_loss
-from custom_modules.vision_transformer import VisionTransformer
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 DECLINE_CHECK_RATE = 0.02  # the epoch report: non-digits declined when 2 % of digits would be
 
@@ -134,9 +134,15 @@ class RobustCheck:
         return report
 
 
+def dropout_free(config: ViTConfig, fused_attention: bool = True) -> VisionTransformer:
+    """A freshly initialised model of `config` with dropout off: the augmentation regularises
+    enough."""
+    return VisionTransformer(replace(config, dropout=0.0, attn_dropout=0.0), fused_attention)
+
+
 def without_dropout(model: VisionTransformer, fused_attention: bool = True) -> VisionTransformer:
-    """The same weights in a model with dropout off: the augmentation regularises enough."""
-    fresh = VisionTransformer(replace(model.config, dropout=0.0, attn_dropout=0.0), fused_attention)
+    """The same weights in a model with dropout off."""
+    fresh = dropout_free(model.config, fused_attention)
     fresh.load_state_dict(model.state_dict())
     return fresh
 
