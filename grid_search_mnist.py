@@ -258,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
         "in --output-dir), then take half of the digits' loss from its outputs (DeiT)",
     )
     training.add_argument(
+        "--teacher-epochs",
+        type=int,
+        metavar="N",
+        help="with --distill: train the teacher for N epochs (default: its recipe's, in "
+        "custom_modules/training/teacher.py)",
+    )
+    training.add_argument(
         "--continental",
         type=float,
         default=DEFAULTS.continental,

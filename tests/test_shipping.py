@@ -163,6 +163,10 @@ def test_robust_options_need_robust(capsys) -> None:
         assert "go with --robust" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--distill", "--head-only"]) == 2
     assert "--head-only refits the head alone" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--teacher-epochs", "8"]) == 2
+    assert "--teacher-epochs goes with --distill" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--distill", "--teacher-epochs", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--continental", "1.5"]) == 2
     assert "between 0 and 1" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--plain", "-0.1"]) == 2
@@ -405,6 +409,13 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     assert "teacher epoch 4" in capsys.readouterr().out
     assert grid_search_mnist.main([*distill, "--only", "Fast", "--epochs", "1", *common]) == 0
     assert "teacher trained for 4 epochs" in capsys.readouterr().out
+    # --teacher-epochs: a longer teacher, trained on the student's own mix of styles
+    longer = ["--robust", "--distill", "--teacher-epochs", "2", "--plain", "0.5"]
+    longer += ["--output-dir", str(tmp_path / "d2"), "--non-digits", "64"]
+    assert grid_search_mnist.main([*longer, "--only", "Fast", "--epochs", "1", *common]) == 0
+    teacher = read_manifest(models_dir).models["Fast"].extra["teacher"]
+    assert [h["epoch"] for h in teacher["history"]] == [1, 2]
+    assert teacher["recipe"]["epochs"] == 2 and teacher["recipe"]["style"]["plain_p"] == 0.5
 
 
 class FakeCheck:

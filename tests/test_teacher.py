@@ -8,6 +8,7 @@ import torch
 
 from custom_modules.training.data import split_mnist
 from custom_modules.training.robust import RobustCheck, RobustConfig, finetune_robust
+from custom_modules.training.style import StyleAugment
 from custom_modules.training.teacher import (
     DigitCNN,
     TeacherConfig,
@@ -54,6 +55,13 @@ def test_teacher_learns_and_resumes_after_each_epoch(data, tmp_path: Path, capsy
     state.write_bytes(b"not a state")
     train_teacher(data, replace(config, epochs=1), state)
     assert "cannot read the saved teacher" in capsys.readouterr().out
+
+
+def test_the_teacher_recipe_records_a_style_only_when_it_is_not_the_default() -> None:
+    # states saved before the style was a field have none in their setup, and still resume
+    assert "style" not in TeacherConfig().setup()
+    mixed = TeacherConfig(style=StyleAugment(plain_p=0.5)).setup()
+    assert mixed["style"]["plain_p"] == 0.5 and mixed["epochs"] == TeacherConfig.epochs
 
 
 class AlwaysThree(torch.nn.Module):

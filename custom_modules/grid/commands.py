@@ -149,6 +149,14 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
 
     if error := output_dir_error(settings.output_dir):
         return refuse(error)
+    style = StyleAugment(
+        continental_p=settings.continental, plain_p=settings.plain, thick_p=settings.thick_pens
+    )
+    teacher = None
+    if settings.distill:
+        teacher = TeacherConfig(seed=settings.seed, style=style)
+        if settings.teacher_epochs is not None:
+            teacher = dataclasses.replace(teacher, epochs=settings.teacher_epochs)
     job = RobustJob(
         names=[settings.only] if settings.only else ["Fast", "Large"],
         models_dir=settings.models_dir,
@@ -163,11 +171,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
                 FROM_SCRATCH_WARMUP_EPOCHS if settings.from_scratch else RobustConfig.warmup_epochs
             ),
             distill_weight=DISTILL_WEIGHT if settings.distill else 0.0,
-            style=StyleAugment(
-                continental_p=settings.continental,
-                plain_p=settings.plain,
-                thick_p=settings.thick_pens,
-            ),
+            style=style,
         ),
         non_digit_count=settings.non_digits,
         command=settings.command,
@@ -176,7 +180,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         interpolate=settings.interpolate,
         interpolate_at=settings.interpolate_at,
         from_scratch=settings.from_scratch,
-        teacher=TeacherConfig(seed=settings.seed) if settings.distill else None,
+        teacher=teacher,
         path=TrainingPath.baseline() if settings.baseline else TrainingPath.fast(cpu),
     )
     try:

@@ -86,6 +86,7 @@ class GridSettings:
     interpolate_at: float | None = None
     from_scratch: bool = False
     distill: bool = False
+    teacher_epochs: int | None = None  # None: TeacherConfig's own
     continental: float = 0.0
     plain: float = 0.0
     thick_pens: float = 0.0
@@ -162,6 +163,10 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
             "--from-scratch starts from fresh weights: no head to refit alone, no start worth "
             "mixing with (--head-only, --interpolate(-at))"
         )
+    if settings.teacher_epochs is not None and not settings.distill:
+        return "--teacher-epochs goes with --distill"
+    if settings.teacher_epochs is not None and settings.teacher_epochs < 1:
+        return "--teacher-epochs must be at least 1"
     if settings.distill and settings.head_only:
         return "--distill trains the whole network; --head-only refits the head alone"
     if settings.keep_latencies and mode is not Mode.REEXPORT_SHIPPED:

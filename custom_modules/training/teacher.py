@@ -60,6 +60,15 @@ class TeacherConfig:
     batch_size: int = 128
     weight_decay: float = 0.01
     seed: int = 0
+    style: StyleAugment = StyleAugment()  # the student's: the teacher sees the digits it sees
+
+    def setup(self) -> dict:
+        """The recipe as saved states record it; the style left out at its default, so that
+        states saved before it was a field still resume."""
+        recipe = asdict(self)
+        if self.style == StyleAugment():
+            del recipe["style"]
+        return recipe
 
 
 def distillation_loss(
@@ -91,14 +100,13 @@ def train_teacher(
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     model = DigitCNN()
-    style = StyleAugment()
     n_train = len(data.train_labels)
     steps = math.ceil(n_train / config.batch_size)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(steps // 4, config.epochs * steps)
     )
-    setup = {"recipe": asdict(config), "n_train": n_train}
+    setup = {"recipe": config.setup(), "n_train": n_train}
     history: list[dict] = []
     state = load_state(state_path, setup, "teacher", lambda saved: saved)
     if state is not None:
@@ -115,8 +123,9 @@ def train_teacher(
         order = torch.randperm(n_train, generator=generator)
         for step in range(steps):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            images = augment_batch(data.train_images[batch], style, generator)
-            loss = F.cross_entropy(model(images), data.train_labels[batch])
+            labels = data.train_labels[batch]
+            images = augment_batch(data.train_images[batch], config.style, generator, labels)
+            loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
