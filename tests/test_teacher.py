@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import custom_modules.training.teacher
 from custom_modules.training.data import split_mnist
 from custom_modules.training.robust import RobustCheck, RobustConfig, finetune_robust
-from custom_modules.training.style import StyleAugment
+from custom_modules.training.style import StyleAugment, augment_batch
 from custom_modules.training.teacher import (
     DigitCNN,
     TeacherConfig,
@@ -62,6 +63,21 @@ def test_the_teacher_recipe_records_a_style_only_when_it_is_not_the_default() ->
     assert "style" not in TeacherConfig().setup()
     mixed = TeacherConfig(style=StyleAugment(plain_p=0.5)).setup()
     assert mixed["style"]["plain_p"] == 0.5 and mixed["epochs"] == TeacherConfig.epochs
+
+
+def test_the_teacher_trains_on_the_style_its_recipe_gives(data, tmp_path, monkeypatch) -> None:
+    seen = []
+
+    def spy(images, style, generator, labels=None):
+        seen.append((style, labels))
+        return augment_batch(images, style, generator, labels)
+
+    monkeypatch.setattr(custom_modules.training.teacher, "augment_batch", spy)
+    style = StyleAugment(continental_p=0.5, plain_p=0.5)
+    train_teacher(data, TeacherConfig(epochs=1, batch_size=200, style=style), tmp_path / "t.pt")
+    assert seen and all(s == style for s, _ in seen)
+    # the labels go along, so that the continental forms reach the 1s and 7s
+    assert all(labels is not None and len(labels) > 0 for _, labels in seen)
 
 
 class AlwaysThree(torch.nn.Module):
