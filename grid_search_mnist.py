@@ -252,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
         "their checkpoints",
     )
     training.add_argument(
+        "--widen-mlp",
+        type=int,
+        metavar="RATIO",
+        help="with --robust: widen the checkpoints' MLPs to this ratio of the embedding before "
+        "fine-tuning (the new units enter with zero weight, so the start reads as before)",
+    )
+    training.add_argument(
         "--distill",
         action="store_true",
         help="with --robust: train a small CNN teacher on the same restyled digits (resumable, "

@@ -28,6 +28,7 @@ from custom_modules.training.data import split_mnist
 from custom_modules.training.metrics import predict_logits
 from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
 from custom_modules.training.robust import RobustCheck, interpolated, without_dropout
+from custom_modules.training.widen import widened_mlp
 
 KINDS = ("mnist", "drawn", "other hand", "photo")
 
@@ -50,8 +51,10 @@ def main() -> int:
     digits, non_digits = calibration_inputs(data, args.made_from)
     check = RobustCheck.make(data, torch.from_numpy(non_digits))
     print(f"validation inputs made in {time.perf_counter() - started:.0f} s")
-    start = without_dropout(load_checkpoint(args.start))
-    tuned = without_dropout(load_checkpoint(args.tuned))
+    start, tuned = load_checkpoint(args.start), load_checkpoint(args.tuned)
+    if start.config.mlp_ratio < tuned.config.mlp_ratio:  # tuned with --widen-mlp
+        start = widened_mlp(start, tuned.config.mlp_ratio)  # reads as before, now mixable
+    start, tuned = without_dropout(start), without_dropout(tuned)
 
     print("| alpha | " + " | ".join(KINDS) + " | mean | non-digits declined | T | declines "
           "below | check: clean / restyled / continental |")  # fmt: skip

@@ -159,14 +159,17 @@ def test_the_weight_mix_benchmark_reads_a_model_mixed_with_itself_as_the_model(t
     import torch
 
     from custom_modules.training.checkpoints import save_checkpoint
+    from custom_modules.training.widen import widened_mlp
     from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
     torch.manual_seed(0)
     model = VisionTransformer(ViTConfig(emb_dim=16, num_heads=2, n_layers=1, mlp_ratio=2))
     checkpoint = save_checkpoint(model, tmp_path / "vit.pt")
+    # tuned with --widen-mlp: the start is widened to mix with it, reading as before
+    wide = save_checkpoint(widened_mlp(model, 4), tmp_path / "wide.pt")
     data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist(n_train=5010))
     out = run_script(
-        "benchmarks/weight_mix.py", "--start", str(checkpoint), "--tuned", str(checkpoint),
+        "benchmarks/weight_mix.py", "--start", str(checkpoint), "--tuned", str(wide),
         "--alphas", "0", "0.5", "1", "--data-dir", str(data_dir), "--made-from", "4",
     )  # fmt: skip
     rows = [

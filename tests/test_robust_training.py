@@ -1,5 +1,6 @@
 """Robust fine-tuning under bf16 autocast learns what the fp32 one learns, and records it."""
 
+import pytest
 import torch
 
 from custom_modules.training.data import split_mnist
@@ -9,6 +10,7 @@ from custom_modules.training.robust import (
     finetune_robust,
     without_dropout,
 )
+from custom_modules.training.widen import widened_mlp
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 from tests.test_pipeline import synthetic_mnist
 
@@ -39,3 +41,20 @@ def test_bf16_fine_tuning_moves_the_weights_as_fp32_does(tmp_path) -> None:
     assert (_flat(bf16) - _flat(fp32)).norm() < 0.25 * moved
     agree = (bf16(check.clean).argmax(1) == fp32(check.clean).argmax(1)).float().mean()
     assert agree > 0.9
+
+
+def test_widened_mlps_read_as_before_and_their_new_units_learn() -> None:
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(emb_dim=16, num_heads=2, n_layers=2, dropout=0.0)).eval()
+    images = torch.rand(8, 1, 28, 28)
+    wide = widened_mlp(model, 4)
+    assert wide.config.mlp_ratio == 4 and not wide.training
+    assert wide.blocks[1].mlp.fc1.weight.shape == (64, 16)
+    assert wide.num_parameters() > model.num_parameters()
+    torch.testing.assert_close(wide(images), model(images))
+
+    wide(images).logsumexp(1).sum().backward()  # any loss: the new units' way out learns
+    new_out = wide.blocks[0].mlp.fc2.weight.grad[:, 32:]
+    assert new_out.abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot widen an MLP of ratio 2 to 1"):
+        widened_mlp(model, 1)

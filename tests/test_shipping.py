@@ -156,7 +156,7 @@ def test_only_and_init_from_need_ship(capsys) -> None:
 
 def test_robust_options_need_robust(capsys) -> None:
     options = (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"])
-    options += (["--interpolate-at", "0.5"], ["--from-scratch"])
+    options += (["--interpolate-at", "0.5"], ["--from-scratch"], ["--widen-mlp", "4"])
     shares = (["--continental", "0.5"], ["--plain", "0.5"], ["--thick-pens", "0.2"])
     for option in (*options, *shares):
         assert grid_search_mnist.main(["--ship", *option]) == 2
@@ -180,6 +180,11 @@ def test_robust_options_need_robust(capsys) -> None:
     for option in (["--interpolate"], ["--interpolate-at", "1"], ["--head-only"]):
         assert grid_search_mnist.main(["--robust", "--from-scratch", *option]) == 2
         assert "--from-scratch starts from fresh weights" in capsys.readouterr().err
+    for option in (["--from-scratch"], ["--head-only"]):
+        assert grid_search_mnist.main(["--robust", "--widen-mlp", "4", *option]) == 2
+        assert "--widen-mlp widens the trained MLPs" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--widen-mlp", "0"]) == 2
+    assert "an MLP ratio, at least 1" in capsys.readouterr().err
 
 
 def test_a_recipe_without_the_shares_added_since_records_the_setup_its_saved_states_have() -> None:
@@ -395,6 +400,19 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     large = read_manifest(models_dir).models["Large"]
     assert large.command == "python grid_search_mnist.py " + shlex.join([*scratch, *common])
     assert [h["epoch"] for h in large.extra["history"]] == [1]
+
+    # --widen-mlp: fine-tuned from the shipped checkpoint with wider MLPs, reading as it did
+    shipped_large = load_checkpoint(models_dir / "vit-large.pt")
+    wide = ["--robust", "--widen-mlp", "4", "--output-dir", str(tmp_path / "w")]
+    wide += ["--non-digits", "64", "--only", "Large", "--epochs", "1"]
+    assert grid_search_mnist.main([*wide, *common]) == 0
+    start = VisionTransformer(ViTConfig(**{**LARGE, "mlp_ratio": 4})).eval()
+    start.load_state_dict(calls[-1][0])
+    images = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(start(images), shipped_large(images))
+    large = read_manifest(models_dir).models["Large"]
+    assert large.config == {**LARGE, "mlp_ratio": 4}
+    assert load_checkpoint(models_dir / "vit-large.pt").config.mlp_ratio == 4
 
     head = ["--robust", "--only", "Large", "--head-only", "--output-dir", str(tmp_path / "h")]
     assert grid_search_mnist.main([*head, "--non-digits", "64", *common]) == 0

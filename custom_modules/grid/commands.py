@@ -180,6 +180,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         interpolate=settings.interpolate,
         interpolate_at=settings.interpolate_at,
         from_scratch=settings.from_scratch,
+        widen_mlp=settings.widen_mlp,
         teacher=teacher,
         path=TrainingPath.baseline() if settings.baseline else TrainingPath.fast(cpu),
     )

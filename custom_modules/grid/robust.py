@@ -35,7 +35,8 @@ from custom_modules.training.robust import (
     without_dropout,
 )
 from custom_modules.training.teacher import TeacherConfig, train_teacher
-from custom_modules.vision_transformer import ViTConfig
+from custom_modules.training.widen import widened_mlp
+from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 TRAIN_NON_DIGITS_SEED = 0
 VAL_NON_DIGITS_SEED = 1
@@ -98,6 +99,7 @@ class RobustJob:
     interpolate: bool = False  # ship the WiSE-FT mix of the start and the fine-tuned weights
     interpolate_at: float | None = None  # ... at this share of the fine-tuned weights
     from_scratch: bool = False  # train each model's configuration from fresh weights
+    widen_mlp: int | None = None  # fine-tune from the checkpoint with MLPs this ratio wide
     teacher: TeacherConfig | None = None  # distil from a CNN trained here with this recipe
     path: TrainingPath = TrainingPath.baseline()  # bf16 autocast and attention kernel
 
@@ -123,9 +125,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             torch.manual_seed(config.seed)
             start = dropout_free(ViTConfig(**entry["config"]), job.path.fused_attention)
         else:
-            start = without_dropout(
-                load_checkpoint(models_dir / entry["checkpoint"]), job.path.fused_attention
-            )
+            start = without_dropout(_start_weights(job, entry), job.path.fused_attention)
         state_path = output_dir / "train_state" / f"robust-{name.lower()}.pt"
         state_path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -156,7 +156,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
         interpolation = None
         if job.interpolate or job.interpolate_at is not None:
             # from the checkpoint again: fine-tuning changed `start` in place
-            start = without_dropout(load_checkpoint(models_dir / entry["checkpoint"]))
+            start = without_dropout(_start_weights(job, entry))
             model, interpolation = choose_interpolation(
                 start, model, inputs()[1], job.interpolate_at
             )
@@ -175,7 +175,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
         models[name] = ShippedModel(
             onnx_path=onnx_path,
             checkpoint_path=checkpoint,
-            config=dict(entry["config"]),
+            config={key: getattr(model.config, key) for key in entry["config"]},
             params=model.num_parameters(),
             val_accuracy=round(val["accuracy"], 5),
             test_metrics={k: round(test[k], 5) for k in ("accuracy", "precision", "recall", "f1")},
@@ -189,6 +189,14 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             teacher=teacher_record,
         )
     return models
+
+
+def _start_weights(job: RobustJob, entry: dict) -> VisionTransformer:
+    """The shipped checkpoint fine-tuning starts from, its MLPs widened if the job asks."""
+    model = load_checkpoint(job.models_dir / entry["checkpoint"])
+    if job.widen_mlp is not None:
+        model = widened_mlp(model, job.widen_mlp, job.config.seed)
+    return model
 
 
 def _report_teacher(record: dict) -> None:

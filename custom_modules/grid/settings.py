@@ -85,6 +85,7 @@ class GridSettings:
     interpolate: bool = False
     interpolate_at: float | None = None
     from_scratch: bool = False
+    widen_mlp: int | None = None
     distill: bool = False
     teacher_epochs: int | None = None  # None: TeacherConfig's own
     continental: float = 0.0
@@ -123,6 +124,7 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         or settings.interpolate
         or settings.interpolate_at is not None
         or settings.from_scratch
+        or settings.widen_mlp is not None
         or settings.distill
         or settings.continental
         or settings.plain
@@ -130,8 +132,8 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
     )
     if robust_only and mode is not Mode.ROBUST:
         return (
-            "--stop-after, --head-only, --interpolate(-at), --from-scratch, --distill, "
-            "--continental, --plain and --thick-pens go with --robust"
+            "--stop-after, --head-only, --interpolate(-at), --from-scratch, --widen-mlp, "
+            "--distill, --continental, --plain and --thick-pens go with --robust"
         )
     halving_flags = (settings.halving_factor, settings.min_epochs) != (
         GridSettings.halving_factor,
@@ -163,6 +165,13 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
             "--from-scratch starts from fresh weights: no head to refit alone, no start worth "
             "mixing with (--head-only, --interpolate(-at))"
         )
+    if settings.widen_mlp is not None and (settings.from_scratch or settings.head_only):
+        return (
+            "--widen-mlp widens the trained MLPs to fine-tune them: not with --from-scratch "
+            "(no trained MLPs) or --head-only (the blocks stay frozen)"
+        )
+    if settings.widen_mlp is not None and settings.widen_mlp < 1:
+        return f"--widen-mlp {settings.widen_mlp}: an MLP ratio, at least 1"
     if settings.teacher_epochs is not None and not settings.distill:
         return "--teacher-epochs goes with --distill"
     if settings.teacher_epochs is not None and settings.teacher_epochs < 1:
