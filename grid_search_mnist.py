@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="RATIO",
         help="with --robust: widen the checkpoints' MLPs to this ratio of the embedding before "
-        "fine-tuning (the new units enter with zero weight, so the start reads as before)",
+        "fine-tuning (the new units enter with zero weight, so the start reads as before); "
+        "with --from-scratch: train the configuration with MLPs this wide",
     )
     training.add_argument(
         "--distill",

@@ -180,9 +180,8 @@ def test_robust_options_need_robust(capsys) -> None:
     for option in (["--interpolate"], ["--interpolate-at", "1"], ["--head-only"]):
         assert grid_search_mnist.main(["--robust", "--from-scratch", *option]) == 2
         assert "--from-scratch starts from fresh weights" in capsys.readouterr().err
-    for option in (["--from-scratch"], ["--head-only"]):
-        assert grid_search_mnist.main(["--robust", "--widen-mlp", "4", *option]) == 2
-        assert "--widen-mlp widens the trained MLPs" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--widen-mlp", "4", "--head-only"]) == 2
+    assert "--head-only keeps the blocks frozen" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--widen-mlp", "0"]) == 2
     assert "an MLP ratio, at least 1" in capsys.readouterr().err
 
@@ -413,6 +412,14 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     large = read_manifest(models_dir).models["Large"]
     assert large.config == {**LARGE, "mlp_ratio": 4}
     assert load_checkpoint(models_dir / "vit-large.pt").config.mlp_ratio == 4
+    # ... and with --from-scratch: that configuration from fresh weights
+    fresh_wide = ["--robust", "--from-scratch", "--widen-mlp", "3", "--output-dir"]
+    fresh_wide += [str(tmp_path / "fw"), "--non-digits", "64", "--only", "Large", "--epochs", "1"]
+    assert grid_search_mnist.main([*fresh_wide, *common]) == 0
+    torch.manual_seed(0)
+    fresh = VisionTransformer(ViTConfig(**{**LARGE, "mlp_ratio": 3, "dropout": 0.0}))
+    assert all(torch.equal(calls[-1][0][k], v) for k, v in fresh.state_dict().items())
+    assert read_manifest(models_dir).models["Large"].config == {**LARGE, "mlp_ratio": 3}
 
     head = ["--robust", "--only", "Large", "--head-only", "--output-dir", str(tmp_path / "h")]
     assert grid_search_mnist.main([*head, "--non-digits", "64", *common]) == 0

@@ -7,7 +7,7 @@ their error before and after, on validation and (reported only) on MNIST's test 
 """
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +99,7 @@ class RobustJob:
     interpolate: bool = False  # ship the WiSE-FT mix of the start and the fine-tuned weights
     interpolate_at: float | None = None  # ... at this share of the fine-tuned weights
     from_scratch: bool = False  # train each model's configuration from fresh weights
-    widen_mlp: int | None = None  # fine-tune from the checkpoint with MLPs this ratio wide
+    widen_mlp: int | None = None  # the MLPs this ratio wide: the checkpoint's widened, or fresh
     teacher: TeacherConfig | None = None  # distil from a CNN trained here with this recipe
     path: TrainingPath = TrainingPath.baseline()  # bf16 autocast and attention kernel
 
@@ -123,7 +123,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
         entry = shipped[name]
         if job.from_scratch:
             torch.manual_seed(config.seed)
-            start = dropout_free(ViTConfig(**entry["config"]), job.path.fused_attention)
+            start = dropout_free(_configuration(job, entry), job.path.fused_attention)
         else:
             start = without_dropout(_start_weights(job, entry), job.path.fused_attention)
         state_path = output_dir / "train_state" / f"robust-{name.lower()}.pt"
@@ -189,6 +189,12 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             teacher=teacher_record,
         )
     return models
+
+
+def _configuration(job: RobustJob, entry: dict) -> ViTConfig:
+    """The shipped model's configuration, its MLPs as wide as the job asks."""
+    config = ViTConfig(**entry["config"])
+    return config if job.widen_mlp is None else replace(config, mlp_ratio=job.widen_mlp)
 
 
 def _start_weights(job: RobustJob, entry: dict) -> VisionTransformer:

@@ -165,11 +165,8 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
             "--from-scratch starts from fresh weights: no head to refit alone, no start worth "
             "mixing with (--head-only, --interpolate(-at))"
         )
-    if settings.widen_mlp is not None and (settings.from_scratch or settings.head_only):
-        return (
-            "--widen-mlp widens the trained MLPs to fine-tune them: not with --from-scratch "
-            "(no trained MLPs) or --head-only (the blocks stay frozen)"
-        )
+    if settings.widen_mlp is not None and settings.head_only:
+        return "--widen-mlp widens the MLPs to train them; --head-only keeps the blocks frozen"
     if settings.widen_mlp is not None and settings.widen_mlp < 1:
         return f"--widen-mlp {settings.widen_mlp}: an MLP ratio, at least 1"
     if settings.teacher_epochs is not None and not settings.distill:
