@@ -14,8 +14,9 @@ def widened_mlp(model: VisionTransformer, mlp_ratio: int, seed: int = 0) -> Visi
     old_ratio = model.config.mlp_ratio
     if mlp_ratio < old_ratio:
         raise ValueError(f"cannot widen an MLP of ratio {old_ratio} to {mlp_ratio}")
-    torch.manual_seed(seed)
-    wide = VisionTransformer(replace(model.config, mlp_ratio=mlp_ratio))
+    with torch.random.fork_rng():  # the caller's random stream goes on as if untouched
+        torch.manual_seed(seed)
+        wide = VisionTransformer(replace(model.config, mlp_ratio=mlp_ratio))
     weights = wide.state_dict()
     for key, trained in model.state_dict().items():
         new = weights[key]
