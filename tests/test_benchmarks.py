@@ -179,3 +179,35 @@ def test_the_weight_mix_benchmark_reads_a_model_mixed_with_itself_as_the_model(t
     ]
     assert [alpha for alpha, _ in rows] == ["| 0", "| 0.5", "| 1"]
     assert len({figures for _, figures in rows}) == 1  # every mix of a model with itself is it
+
+
+def test_the_config_latency_benchmark_times_each_variant_beside_the_shipped_model(
+    tiny_models_dir,
+) -> None:
+    out = run_script(
+        "benchmarks/config_latency.py", "--models-dir", str(tiny_models_dir), "--model", "Fast",
+        "--variant", "mlp_ratio=4", "--variant", "n_layers=3,emb_dim=32", "--calls", "20",
+        "--rounds", "2",
+    )  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "µs" in line]
+    labels = [row.split(" | ")[0] for row in rows]
+    assert labels == [
+        "| Fast as shipped",
+        "| as shipped, exported again",
+        "| mlp_ratio 4",
+        "| n_layers 3, emb_dim 32",
+    ]
+    params = [int(row.split(" | ")[1].replace(",", "")) for row in rows]
+    assert params[0] == params[1] < params[2] < params[3]
+    assert rows[0].endswith("| 1.00x |")
+
+
+def test_the_config_latency_benchmark_refuses_an_unknown_field_or_model(tiny_models_dir) -> None:
+    for args in (["--variant", "depth=3"], ["--model", "Huge", "--variant", "mlp_ratio=4"]):
+        result = subprocess.run(
+            [sys.executable, "benchmarks/config_latency.py", "--models-dir", str(tiny_models_dir),
+             *args],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2
+        assert "FIELD=N" in result.stderr or "no model 'Huge'" in result.stderr
