@@ -21,6 +21,7 @@ from PIL import Image
 import explain_view
 import grid_tab
 from components.stroke_canvas import DrawingError, stroke_canvas
+from custom_modules.contract import GRID_SIZE, PATCH_OVERLAP_KEY, PATCH_SIZE
 from custom_modules.serving.errors import ModelFileError
 from custom_modules.serving.explain import Verdict
 from custom_modules.serving.manifest import Manifest, ModelInfo, read_manifest
@@ -80,6 +81,13 @@ def architecture(config: dict[str, int]) -> str:
     )
 
 
+def patch_layout(config: dict[str, int]) -> str:
+    overlap = config.get(PATCH_OVERLAP_KEY, 0)
+    kernel = PATCH_SIZE + 2 * overlap
+    read = f" read through {kernel}×{kernel} kernels" if overlap else ""
+    return f"{PATCH_SIZE}×{PATCH_SIZE} patches{read} on a {GRID_SIZE}×{GRID_SIZE} grid"
+
+
 def model_switch(manifest: Manifest) -> ModelInfo:
     """The model, chosen above the tabs: on a phone the sidebar starts closed."""
     infos = manifest.models
@@ -104,7 +112,7 @@ def sidebar(info: ModelInfo) -> tuple[str, int]:
         stroke_width = st.slider(
             "Stroke width", 10, 50, 28, key="stroke_width", disabled=source != DRAW
         )
-        st.caption(f"{info.name}: {architecture(info.config)}, 4×4 patches on a 7×7 grid.")
+        st.caption(f"{info.name}: {architecture(info.config)}, {patch_layout(info.config)}.")
     return source, stroke_width
 
 

@@ -260,6 +260,15 @@ def build_parser() -> argparse.ArgumentParser:
         "with --from-scratch: train the configuration with MLPs this wide",
     )
     training.add_argument(
+        "--patch-overlap",
+        type=int,
+        metavar="PIXELS",
+        help="with --robust: each patch kernel also reads this many pixels of the neighbouring "
+        "patches on every side (2: 8x8 kernels on the same 7x7 grid); the checkpoints' kernels "
+        "grow with zeros around them, so the start reads as before; with --from-scratch: train "
+        "the configuration with kernels this large",
+    )
+    training.add_argument(
         "--distill",
         action="store_true",
         help="with --robust: train a small CNN teacher on the same restyled digits (resumable, "

@@ -1,10 +1,10 @@
 """ONNX batch-1 latency of other configurations beside a shipped model, timed in one run.
 
 Each variant is the shipped model's configuration with some fields changed (wider MLPs, more
-blocks, a wider embedding), freshly initialised (the weights do not change the time), exported as
-shipping exports it, and timed in turns with the shipped file and the shipped configuration
-exported again (the control: about 1.00x). How the latency budget of a new configuration is
-checked before training it:
+blocks, a wider embedding, overlapping patch kernels), freshly initialised (the weights do not
+change the time), exported as shipping exports it, and timed in turns with the shipped file and
+the shipped configuration exported again (the control: about 1.00x). How the latency budget of a
+new configuration is checked before training it:
 
     python benchmarks/config_latency.py --model Large \\
         --variant mlp_ratio=3 --variant mlp_ratio=4 --variant n_layers=3
@@ -25,7 +25,7 @@ from custom_modules.serving.manifest import read_manifest
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-FIELDS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
+FIELDS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio", "patch_overlap")
 
 
 def parse_variant(text: str) -> dict[str, int]:

@@ -28,7 +28,7 @@ from custom_modules.training.data import split_mnist
 from custom_modules.training.metrics import predict_logits
 from custom_modules.training.mnist_data import DEFAULT_DATA_DIR, MnistDataError, load_mnist
 from custom_modules.training.robust import RobustCheck, interpolated, without_dropout
-from custom_modules.training.widen import widened_mlp
+from custom_modules.training.widen import overlapped_patches, widened_mlp
 
 KINDS = ("mnist", "drawn", "other hand", "photo")
 
@@ -54,6 +54,8 @@ def main() -> int:
     start, tuned = load_checkpoint(args.start), load_checkpoint(args.tuned)
     if start.config.mlp_ratio < tuned.config.mlp_ratio:  # tuned with --widen-mlp
         start = widened_mlp(start, tuned.config.mlp_ratio)  # reads as before, now mixable
+    if start.config.patch_overlap < tuned.config.patch_overlap:  # tuned with --patch-overlap
+        start = overlapped_patches(start, tuned.config.patch_overlap)
     start, tuned = without_dropout(start), without_dropout(tuned)
 
     print("| alpha | " + " | ".join(KINDS) + " | mean | non-digits declined | T | declines "

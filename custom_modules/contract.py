@@ -23,6 +23,8 @@ MNIST_STD = 0.3081
 
 # the four architecture settings the grid varies; a configuration is a dict of these
 CONFIG_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
+# and, recorded only where it is not 0: the pixels each patch's kernel reads beyond its patch
+PATCH_OVERLAP_KEY = "patch_overlap"
 
 
 def output_names(n_layers: int) -> list[str]:

@@ -5,12 +5,24 @@ from torch import nn
 
 
 class PatchEmbedding(nn.Module):
-    """Cut the image into non-overlapping patches and project each to `emb_dim`."""
+    """Cut the image into patches on a `patch_size` grid and project each to `emb_dim`.
 
-    def __init__(self, emb_dim: int, patch_size: int = 4, in_channels: int = 1) -> None:
+    With `overlap` > 0 each token's kernel also reads `overlap` pixels of its neighbours on every
+    side (a stroke cut by a patch border is seen whole by both tokens); the grid is the same.
+    """
+
+    def __init__(
+        self, emb_dim: int, patch_size: int = 4, in_channels: int = 1, overlap: int = 0
+    ) -> None:
         super().__init__()
-        # kernel = stride = patch size: each output pixel sees exactly one patch
-        self.proj = nn.Conv2d(in_channels, emb_dim, kernel_size=patch_size, stride=patch_size)
+        # stride = patch size: one token per patch; padding keeps the grid at H/p x W/p
+        self.proj = nn.Conv2d(
+            in_channels,
+            emb_dim,
+            kernel_size=patch_size + 2 * overlap,
+            stride=patch_size,
+            padding=overlap,
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.proj(images)  # (B, D, H/p, W/p)

@@ -13,7 +13,7 @@ from custom_modules.transformer_block import TransformerBlock
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """Everything that fixes the architecture; the grid search varies the last four."""
+    """Everything that fixes the architecture; the grid search varies emb_dim to mlp_ratio."""
 
     image_size: int = 28
     patch_size: int = 4
@@ -25,6 +25,7 @@ class ViTConfig:
     num_heads: int = 4
     n_layers: int = 2
     mlp_ratio: int = 2
+    patch_overlap: int = 0  # pixels each patch's kernel reads beyond its patch, on every side
 
     @property
     def grid_size(self) -> int:
@@ -47,7 +48,9 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"image_size {config.image_size} is not a multiple of patch_size")
         self.config = config
         D = config.emb_dim
-        self.patch_embed = PatchEmbedding(D, config.patch_size, config.in_channels)
+        self.patch_embed = PatchEmbedding(
+            D, config.patch_size, config.in_channels, config.patch_overlap
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, D))
         self.pos_drop = nn.Dropout(config.dropout)

@@ -159,14 +159,16 @@ def test_the_weight_mix_benchmark_reads_a_model_mixed_with_itself_as_the_model(t
     import torch
 
     from custom_modules.training.checkpoints import save_checkpoint
-    from custom_modules.training.widen import widened_mlp
+    from custom_modules.training.widen import overlapped_patches, widened_mlp
     from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
     torch.manual_seed(0)
     model = VisionTransformer(ViTConfig(emb_dim=16, num_heads=2, n_layers=1, mlp_ratio=2))
     checkpoint = save_checkpoint(model, tmp_path / "vit.pt")
-    # tuned with --widen-mlp: the start is widened to mix with it, reading as before
-    wide = save_checkpoint(widened_mlp(model, 4), tmp_path / "wide.pt")
+    # tuned with --widen-mlp and --patch-overlap: the start is grown to mix with it, reading as
+    # before
+    grown = overlapped_patches(widened_mlp(model, 4), 2)
+    wide = save_checkpoint(grown, tmp_path / "wide.pt")
     data_dir = write_mnist_folder(tmp_path / "mnist", synthetic_mnist(n_train=5010))
     out = run_script(
         "benchmarks/weight_mix.py", "--start", str(checkpoint), "--tuned", str(wide),
@@ -186,8 +188,8 @@ def test_the_config_latency_benchmark_times_each_variant_beside_the_shipped_mode
 ) -> None:
     out = run_script(
         "benchmarks/config_latency.py", "--models-dir", str(tiny_models_dir), "--model", "Fast",
-        "--variant", "mlp_ratio=4", "--variant", "n_layers=3,emb_dim=32", "--calls", "20",
-        "--rounds", "2",
+        "--variant", "mlp_ratio=4", "--variant", "n_layers=3,emb_dim=32",
+        "--variant", "patch_overlap=2", "--calls", "20", "--rounds", "2",
     )  # fmt: skip
     rows = [line for line in out.splitlines() if line.startswith("| ") and "µs" in line]
     labels = [row.split(" | ")[0] for row in rows]
@@ -196,9 +198,11 @@ def test_the_config_latency_benchmark_times_each_variant_beside_the_shipped_mode
         "| as shipped, exported again",
         "| mlp_ratio 4",
         "| n_layers 3, emb_dim 32",
+        "| patch_overlap 2",
     ]
     params = [int(row.split(" | ")[1].replace(",", "")) for row in rows]
     assert params[0] == params[1] < params[2] < params[3]
+    assert params[4] - params[0] == 16 * (8 * 8 - 4 * 4)  # the tiny Fast's 16 kernels, grown
     assert rows[0].endswith("| 1.00x |")
 
 

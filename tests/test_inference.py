@@ -498,14 +498,24 @@ def test_read_manifest(tiny_models_dir):
     assert list(manifest.models) == ["Fast", "Large"]
     fast = manifest.models["Fast"]
     assert fast.path == tiny_models_dir / "vit-fast.onnx"
-    assert fast.config == {"emb_dim": 16, "num_heads": 2, "n_layers": 2, "mlp_ratio": 2}
+    assert fast.config == TINY_FAST
     assert isinstance(fast.params, int) and 0 < fast.test_accuracy <= 1
     assert manifest.grid_results == tiny_models_dir / "grid_results.csv"
+
+
+def test_a_patch_overlap_in_the_manifest_is_kept(tmp_path, tiny_models_dir):
+    spec = json.loads((tiny_models_dir / "manifest.json").read_text())
+    spec = with_fast(spec, config={**TINY_FAST, "patch_overlap": 2})
+    (tmp_path / "manifest.json").write_text(json.dumps(spec))
+    assert read_manifest(tmp_path).models["Fast"].config == {**TINY_FAST, "patch_overlap": 2}
 
 
 def test_missing_manifest_says_how_to_make_one(tmp_path):
     with pytest.raises(ModelFileError, match="manifest.json.*grid_search_mnist.py --ship"):
         read_manifest(tmp_path)
+
+
+TINY_FAST = {"emb_dim": 16, "num_heads": 2, "n_layers": 2, "mlp_ratio": 2}
 
 
 def with_fast(spec: dict, **changes) -> dict:
@@ -524,6 +534,7 @@ def with_fast(spec: dict, **changes) -> dict:
         (lambda spec: with_fast(spec, test_accuracy=float("nan")), "test_accuracy"),
         (lambda spec: with_fast(spec, file="../elsewhere.onnx"), "file"),
         (lambda spec: with_fast(spec, config={"emb_dim": 16}), "config"),
+        (lambda spec: with_fast(spec, config={**TINY_FAST, "patch_overlap": -2}), "pixel count"),
         (lambda spec: with_fast(spec, command=None), "command"),
     ],
 )

@@ -28,6 +28,18 @@ def test_patch_embedding_token_sees_only_its_patch() -> None:
     assert diff.nonzero().flatten().tolist() == [9]
 
 
+def test_overlapping_patches_keep_the_grid_and_reach_into_their_neighbours() -> None:
+    embed = PatchEmbedding(emb_dim=8, patch_size=4, overlap=2)
+    assert embed(torch.randn(3, 1, 28, 28)).shape == (3, 49, 8)
+    images = torch.zeros(1, 1, 28, 28)
+    inner, corner = images.clone(), images.clone()
+    inner[0, 0, 5, 7] = 1.0  # patch (1, 1); within 2 pixels of patches (0, *) and (*, 2)
+    corner[0, 0, 1, 1] = 1.0  # patch (0, 0), 3 pixels from the next patch either way
+    touched = lambda x: (embed(x) - embed(images)).abs().sum(dim=-1)[0].nonzero().flatten()  # noqa: E731
+    assert touched(inner).tolist() == [1, 2, 8, 9]
+    assert touched(corner).tolist() == [0]
+
+
 def test_attention_rejects_indivisible_heads() -> None:
     with pytest.raises(ValueError, match="not divisible"):
         MultiHeadSelfAttention(emb_dim=30, num_heads=4)

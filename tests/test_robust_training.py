@@ -10,7 +10,7 @@ from custom_modules.training.robust import (
     finetune_robust,
     without_dropout,
 )
-from custom_modules.training.widen import widened_mlp
+from custom_modules.training.widen import overlapped_patches, widened_mlp
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 from tests.test_pipeline import synthetic_mnist
 
@@ -58,3 +58,21 @@ def test_widened_mlps_read_as_before_and_their_new_units_learn() -> None:
     assert new_out.abs().sum() > 0
     with pytest.raises(ValueError, match="cannot widen an MLP of ratio 2 to 1"):
         widened_mlp(model, 1)
+
+
+def test_grown_patch_kernels_read_as_before_and_their_new_border_learns() -> None:
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(emb_dim=16, num_heads=2, n_layers=2, dropout=0.0)).eval()
+    images = torch.rand(8, 1, 28, 28)
+    grown = overlapped_patches(model, 2)
+    assert grown.config.patch_overlap == 2 and not grown.training
+    kernel = grown.patch_embed.proj.weight
+    assert kernel.shape == (16, 1, 8, 8)
+    torch.testing.assert_close(grown(images), model(images))
+
+    grown(images).logsumexp(1).sum().backward()
+    border = kernel.grad.clone()
+    border[:, :, 2:6, 2:6] = 0.0
+    assert border.abs().sum() > 0
+    with pytest.raises(ValueError, match="cannot shrink a patch overlap of 2 to 1"):
+        overlapped_patches(grown, 1)

@@ -16,7 +16,7 @@ import grid_search_mnist
 from custom_modules.grid.grid_file import run_id
 from custom_modules.grid.results_table import FIELDS
 from custom_modules.grid.shipping import improved_on_start
-from custom_modules.serving.manifest import read_manifest
+from custom_modules.serving.manifest import load_manifest_json, read_manifest
 from custom_modules.serving.model import OnnxViT
 from custom_modules.training.checkpoints import load_checkpoint
 from custom_modules.training.robust import (
@@ -157,6 +157,7 @@ def test_only_and_init_from_need_ship(capsys) -> None:
 def test_robust_options_need_robust(capsys) -> None:
     options = (["--distill"], ["--interpolate"], ["--stop-after", "2"], ["--head-only"])
     options += (["--interpolate-at", "0.5"], ["--from-scratch"], ["--widen-mlp", "4"])
+    options += (["--patch-overlap", "2"],)
     shares = (["--continental", "0.5"], ["--plain", "0.5"], ["--thick-pens", "0.2"])
     for option in (*options, *shares):
         assert grid_search_mnist.main(["--ship", *option]) == 2
@@ -184,6 +185,10 @@ def test_robust_options_need_robust(capsys) -> None:
     assert "--head-only keeps the blocks frozen" in capsys.readouterr().err
     assert grid_search_mnist.main(["--robust", "--widen-mlp", "0"]) == 2
     assert "an MLP ratio, at least 1" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--patch-overlap", "2", "--head-only"]) == 2
+    assert "--head-only keeps them frozen" in capsys.readouterr().err
+    assert grid_search_mnist.main(["--robust", "--patch-overlap", "-1"]) == 2
+    assert "pixels, 0 or more" in capsys.readouterr().err
 
 
 def test_a_recipe_without_the_shares_added_since_records_the_setup_its_saved_states_have() -> None:
@@ -420,6 +425,16 @@ def test_robust_fine_tunes_ships_and_calibrates_then_resumes(tmp_path, capsys, m
     fresh = VisionTransformer(ViTConfig(**{**LARGE, "mlp_ratio": 3, "dropout": 0.0}))
     assert all(torch.equal(calls[-1][0][k], v) for k, v in fresh.state_dict().items())
     assert read_manifest(models_dir).models["Large"].config == {**LARGE, "mlp_ratio": 3}
+    # --patch-overlap: the shipped checkpoint with larger patch kernels, reading as it did
+    shipped_large = load_checkpoint(models_dir / "vit-large.pt")
+    overlap = ["--robust", "--patch-overlap", "2", "--output-dir", str(tmp_path / "o")]
+    overlap += ["--non-digits", "64", "--only", "Large", "--epochs", "1"]
+    assert grid_search_mnist.main([*overlap, *common]) == 0
+    start = VisionTransformer(ViTConfig(**{**LARGE, "mlp_ratio": 3, "patch_overlap": 2})).eval()
+    start.load_state_dict(calls[-1][0])
+    torch.testing.assert_close(start(images), shipped_large(images))
+    assert load_checkpoint(models_dir / "vit-large.pt").config.patch_overlap == 2
+    assert load_manifest_json(models_dir)["models"]["Large"]["config"]["patch_overlap"] == 2
 
     head = ["--robust", "--only", "Large", "--head-only", "--output-dir", str(tmp_path / "h")]
     assert grid_search_mnist.main([*head, "--non-digits", "64", *common]) == 0

@@ -181,6 +181,7 @@ def robust(settings: GridSettings, run_one: RunFn | None = None) -> int:
         interpolate_at=settings.interpolate_at,
         from_scratch=settings.from_scratch,
         widen_mlp=settings.widen_mlp,
+        patch_overlap=settings.patch_overlap,
         teacher=teacher,
         path=TrainingPath.baseline() if settings.baseline else TrainingPath.fast(cpu),
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from custom_modules.contract import CONFIG_KEYS, PATCH_OVERLAP_KEY
 from custom_modules.export.calibrate import Calibration, ValidationInputs, calibrate
 from custom_modules.export.onnx_export import export_onnx
 from custom_modules.grid.shipping import ShippedModel, followed_by, read_shipped, ship_models
@@ -35,7 +36,7 @@ from custom_modules.training.robust import (
     without_dropout,
 )
 from custom_modules.training.teacher import TeacherConfig, train_teacher
-from custom_modules.training.widen import widened_mlp
+from custom_modules.training.widen import overlapped_patches, widened_mlp
 from custom_modules.vision_transformer import VisionTransformer, ViTConfig
 
 TRAIN_NON_DIGITS_SEED = 0
@@ -100,6 +101,7 @@ class RobustJob:
     interpolate_at: float | None = None  # ... at this share of the fine-tuned weights
     from_scratch: bool = False  # train each model's configuration from fresh weights
     widen_mlp: int | None = None  # the MLPs this ratio wide: the checkpoint's widened, or fresh
+    patch_overlap: int | None = None  # the patch kernels this many pixels larger on every side
     teacher: TeacherConfig | None = None  # distil from a CNN trained here with this recipe
     path: TrainingPath = TrainingPath.baseline()  # bf16 autocast and attention kernel
 
@@ -175,7 +177,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
         models[name] = ShippedModel(
             onnx_path=onnx_path,
             checkpoint_path=checkpoint,
-            config={key: getattr(model.config, key) for key in entry["config"]},
+            config=manifest_config(model.config),
             params=model.num_parameters(),
             val_accuracy=round(val["accuracy"], 5),
             test_metrics={k: round(test[k], 5) for k in ("accuracy", "precision", "recall", "f1")},
@@ -191,17 +193,32 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
     return models
 
 
+def manifest_config(config: ViTConfig) -> dict[str, int]:
+    """The configuration as the manifest records it: the grid's keys, and the patch overlap
+    where there is one."""
+    fields = {key: getattr(config, key) for key in CONFIG_KEYS}
+    return fields | ({PATCH_OVERLAP_KEY: config.patch_overlap} if config.patch_overlap else {})
+
+
 def _configuration(job: RobustJob, entry: dict) -> ViTConfig:
-    """The shipped model's configuration, its MLPs as wide as the job asks."""
+    """The shipped model's configuration, its MLPs as wide and its patches as overlapping as
+    the job asks."""
     config = ViTConfig(**entry["config"])
-    return config if job.widen_mlp is None else replace(config, mlp_ratio=job.widen_mlp)
+    if job.widen_mlp is not None:
+        config = replace(config, mlp_ratio=job.widen_mlp)
+    if job.patch_overlap is not None:
+        config = replace(config, patch_overlap=job.patch_overlap)
+    return config
 
 
 def _start_weights(job: RobustJob, entry: dict) -> VisionTransformer:
-    """The shipped checkpoint fine-tuning starts from, its MLPs widened if the job asks."""
+    """The shipped checkpoint fine-tuning starts from, its MLPs widened and its patch kernels
+    grown if the job asks (both reading as before)."""
     model = load_checkpoint(job.models_dir / entry["checkpoint"])
     if job.widen_mlp is not None:
         model = widened_mlp(model, job.widen_mlp, job.config.seed)
+    if job.patch_overlap is not None:
+        model = overlapped_patches(model, job.patch_overlap)
     return model
 
 

@@ -86,6 +86,7 @@ class GridSettings:
     interpolate_at: float | None = None
     from_scratch: bool = False
     widen_mlp: int | None = None
+    patch_overlap: int | None = None
     distill: bool = False
     teacher_epochs: int | None = None  # None: TeacherConfig's own
     continental: float = 0.0
@@ -125,6 +126,7 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         or settings.interpolate_at is not None
         or settings.from_scratch
         or settings.widen_mlp is not None
+        or settings.patch_overlap is not None
         or settings.distill
         or settings.continental
         or settings.plain
@@ -133,6 +135,7 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
     if robust_only and mode is not Mode.ROBUST:
         return (
             "--stop-after, --head-only, --interpolate(-at), --from-scratch, --widen-mlp, "
+            "--patch-overlap, "
             "--distill, --continental, --plain and --thick-pens go with --robust"
         )
     halving_flags = (settings.halving_factor, settings.min_epochs) != (
@@ -167,6 +170,12 @@ def settings_error(mode: Mode, settings: GridSettings) -> str | None:
         )
     if settings.widen_mlp is not None and settings.head_only:
         return "--widen-mlp widens the MLPs to train them; --head-only keeps the blocks frozen"
+    if settings.patch_overlap is not None and settings.head_only:
+        return (
+            "--patch-overlap grows the patch kernels to train them; --head-only keeps them frozen"
+        )
+    if settings.patch_overlap is not None and settings.patch_overlap < 0:
+        return f"--patch-overlap {settings.patch_overlap}: pixels, 0 or more"
     if settings.widen_mlp is not None and settings.widen_mlp < 1:
         return f"--widen-mlp {settings.widen_mlp}: an MLP ratio, at least 1"
     if settings.teacher_epochs is not None and not settings.distill:

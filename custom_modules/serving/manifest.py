@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from custom_modules.atomic_file import replaced_atomically
-from custom_modules.contract import CONFIG_KEYS
+from custom_modules.contract import CONFIG_KEYS, PATCH_OVERLAP_KEY
 from custom_modules.messages import one_line
 from custom_modules.serving.errors import ModelFileError, model_file_error
 
@@ -126,6 +126,9 @@ def _model_info(path: Path, name: str, entry: object) -> ModelInfo:
         _is_number(config.get(key), int) for key in CONFIG_KEYS
     ):
         raise bad(f"needs a 'config' with integer {', '.join(CONFIG_KEYS)}")
+    overlap = config.get(PATCH_OVERLAP_KEY, 0)
+    if not _is_number(overlap, int) or overlap < 0:
+        raise bad(f"has a '{PATCH_OVERLAP_KEY}' that is no pixel count: {overlap!r}")
     for key, kind in MODEL_NUMBERS.items():
         if not _is_number(entry.get(key), kind):
             raise bad(f"needs a numeric '{key}', got {entry.get(key)!r}")
@@ -142,7 +145,8 @@ def _model_info(path: Path, name: str, entry: object) -> ModelInfo:
     return ModelInfo(
         name=name,
         path=path.parent / file,
-        config={key: int(config[key]) for key in CONFIG_KEYS},
+        config={key: int(config[key]) for key in CONFIG_KEYS}
+        | ({PATCH_OVERLAP_KEY: int(overlap)} if overlap else {}),
         command=entry["command"],
         checkpoint=None if checkpoint is None else path.parent / checkpoint,
         int8_of=int8_of if isinstance(int8_of, str) else None,

@@ -1,9 +1,10 @@
-"""Function-preserving widening of a trained ViT's MLPs (Net2WiderNet, Chen et al. 2016): more
-capacity to fine-tune from a model's weights instead of training the wider one from scratch."""
+"""Function-preserving widening of a trained ViT (Net2WiderNet, Chen et al. 2016): wider MLPs or
+larger patch kernels to fine-tune from a model's weights instead of training them from scratch."""
 
 from dataclasses import replace
 
 import torch
+import torch.nn.functional as F
 
 from custom_modules.vision_transformer import VisionTransformer
 
@@ -32,5 +33,23 @@ def widened_mlp(model: VisionTransformer, mlp_ratio: int, seed: int = 0) -> Visi
             new[:, : trained.shape[1]] = trained
         else:
             raise ValueError(f"{key}: {tuple(trained.shape)} -> {tuple(new.shape)} is no MLP")
+    wide.load_state_dict(weights)
+    return wide.train(model.training)
+
+
+def overlapped_patches(model: VisionTransformer, overlap: int) -> VisionTransformer:
+    """`model` with patch kernels reading `overlap` pixels beyond each patch, giving the same
+    outputs: the trained kernel sits in the centre of the larger one, zeros around it."""
+    grow = overlap - model.config.patch_overlap
+    if grow < 0:
+        raise ValueError(
+            f"cannot shrink a patch overlap of {model.config.patch_overlap} to {overlap}"
+        )
+    wide = VisionTransformer(replace(model.config, patch_overlap=overlap))
+    weights = model.state_dict()
+    kernel = weights["patch_embed.proj.weight"]  # (D, C, k, k)
+    weights["patch_embed.proj.weight"] = F.pad(
+        kernel, (grow, grow, grow, grow)
+    )  # (D, C, k+2g, k+2g)
     wide.load_state_dict(weights)
     return wide.train(model.training)
