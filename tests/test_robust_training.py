@@ -43,10 +43,15 @@ def test_bf16_fine_tuning_moves_the_weights_as_fp32_does(tmp_path) -> None:
     assert agree > 0.9
 
 
-def test_widened_mlps_read_as_before_and_their_new_units_learn() -> None:
+def _trained_stand_in() -> tuple[VisionTransformer, torch.Tensor]:
+    """A small seeded model in eval mode and images to read with it."""
     torch.manual_seed(0)
-    model = VisionTransformer(ViTConfig(emb_dim=16, num_heads=2, n_layers=2, dropout=0.0)).eval()
-    images = torch.rand(8, 1, 28, 28)
+    model = VisionTransformer(ViTConfig(emb_dim=16, num_heads=2, n_layers=2, dropout=0.0))
+    return model.eval(), torch.rand(8, 1, 28, 28)
+
+
+def test_widened_mlps_read_as_before_and_their_new_units_learn() -> None:
+    model, images = _trained_stand_in()
     wide = widened_mlp(model, 4)
     assert wide.config.mlp_ratio == 4 and not wide.training
     assert wide.blocks[1].mlp.fc1.weight.shape == (64, 16)
@@ -61,16 +66,14 @@ def test_widened_mlps_read_as_before_and_their_new_units_learn() -> None:
 
 
 def test_grown_patch_kernels_read_as_before_and_their_new_border_learns() -> None:
-    torch.manual_seed(0)
-    model = VisionTransformer(ViTConfig(emb_dim=16, num_heads=2, n_layers=2, dropout=0.0)).eval()
-    images = torch.rand(8, 1, 28, 28)
+    model, images = _trained_stand_in()
     grown = overlapped_patches(model, 2)
     assert grown.config.patch_overlap == 2 and not grown.training
     kernel = grown.patch_embed.proj.weight
     assert kernel.shape == (16, 1, 8, 8)
     torch.testing.assert_close(grown(images), model(images))
 
-    grown(images).logsumexp(1).sum().backward()
+    grown(images).logsumexp(1).sum().backward()  # any loss: the border around the old kernel
     border = kernel.grad.clone()
     border[:, :, 2:6, 2:6] = 0.0
     assert border.abs().sum() > 0
