@@ -21,7 +21,7 @@ from PIL import Image
 import explain_view
 import grid_tab
 from components.stroke_canvas import DrawingError, stroke_canvas
-from custom_modules.contract import GRID_SIZE, PATCH_OVERLAP_KEY, PATCH_SIZE
+from custom_modules.contract import GRID_SIZE, PATCH_OVERLAP_KEY, PATCH_SIZE, patch_kernel_size
 from custom_modules.serving.errors import ModelFileError
 from custom_modules.serving.explain import Verdict
 from custom_modules.serving.manifest import Manifest, ModelInfo, read_manifest
@@ -83,7 +83,7 @@ def architecture(config: dict[str, int]) -> str:
 
 def patch_layout(config: dict[str, int]) -> str:
     overlap = config.get(PATCH_OVERLAP_KEY, 0)
-    kernel = PATCH_SIZE + 2 * overlap
+    kernel = patch_kernel_size(overlap)
     read = f" read through {kernel}×{kernel} kernels" if overlap else ""
     return f"{PATCH_SIZE}×{PATCH_SIZE} patches{read} on a {GRID_SIZE}×{GRID_SIZE} grid"
 

@@ -14,7 +14,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from custom_modules.contract import CONFIG_KEYS
+from custom_modules.contract import CONFIG_KEYS, PATCH_OVERLAP_KEY, patch_kernel_size
 from custom_modules.grid.history import HistoryError, history_dir, read_histories, read_history
 from custom_modules.grid.results_table import FIELDS
 from custom_modules.serving.errors import ModelFileError
@@ -79,15 +79,19 @@ def shipped_config_rows(results: pd.DataFrame, manifest: Manifest) -> pd.Series:
     if not set(keys) <= set(results.columns):
         return served
     for info in manifest.models.values():
+        if info.config.get(PATCH_OVERLAP_KEY):
+            continue  # no grid run had overlapping patches
         same = (results[keys] == pd.Series(info.config)[keys]).all(axis=1)
         served[same & (served == OTHER)] = info.name
     return served
 
 
 def architecture(config: dict[str, int]) -> str:
+    kernel = patch_kernel_size(config.get(PATCH_OVERLAP_KEY, 0))
+    overlap = f", {kernel}×{kernel} patch kernels" if config.get(PATCH_OVERLAP_KEY) else ""
     return (
         f"{config['n_layers']} blocks × {config['num_heads']} heads, "
-        f"embedding {config['emb_dim']}, MLP ×{config['mlp_ratio']}"
+        f"embedding {config['emb_dim']}, MLP ×{config['mlp_ratio']}{overlap}"
     )
 
 

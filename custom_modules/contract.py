@@ -27,6 +27,11 @@ CONFIG_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
 PATCH_OVERLAP_KEY = "patch_overlap"
 
 
+def patch_kernel_size(overlap: int) -> int:
+    """The side of a patch kernel that reads `overlap` pixels beyond its patch on every side."""
+    return PATCH_SIZE + 2 * overlap
+
+
 def output_names(n_layers: int) -> list[str]:
     """The export's outputs: `logits`, one `cls_attention_i` per block, `attention_rollout`.
 

@@ -36,7 +36,12 @@ class ViTConfig:
         return self.grid_size**2
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields, `patch_overlap` only where it is not 0: what was saved before the field
+        existed (checkpoints, training states' setups) still matches."""
+        fields = asdict(self)
+        if not self.patch_overlap:
+            del fields["patch_overlap"]
+        return fields
 
 
 class VisionTransformer(nn.Module):

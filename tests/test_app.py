@@ -262,13 +262,11 @@ def test_grid_search_tab_draws_the_recorded_learning_curves(monkeypatch, tmp_pat
 
 
 def test_extra_models_and_keys_in_the_manifest_are_served(monkeypatch, tmp_path, tiny_models_dir):
-    """A variant sharing Fast's configuration (e.g. an INT8 copy), unknown keys and a patch
-    overlap are fine."""
+    """A variant sharing Fast's configuration (e.g. an INT8 copy) and unknown keys are fine."""
     for name in ("vit-fast.onnx", "vit-large.onnx", "grid_results.csv"):
         (tmp_path / name).write_bytes((tiny_models_dir / name).read_bytes())
     manifest = json.loads((tiny_models_dir / "manifest.json").read_text())
     fast = {**manifest["models"]["Fast"], "checkpoint": "vit-fast.pt", "int8": {"shipped": True}}
-    fast["config"] = {**fast["config"], "patch_overlap": 2}
     manifest["models"] = {
         **manifest["models"],
         "Fast": fast,
@@ -280,10 +278,27 @@ def test_extra_models_and_keys_in_the_manifest_are_served(monkeypatch, tmp_path,
     assert app.segmented_control(key="model").options == ["Fast", "Large", "Fast INT8"]
     assert list(grid_tables(app)[1]["served"]) == ["Large", "Fast", ""]
     assert list(grid_tables(app)[0]["model"]) == ["Fast", "Large", "Fast INT8"]
-    captions = [caption.value for caption in app.sidebar.caption]
-    assert any("4×4 patches read through 8×8 kernels on a 7×7 grid" in c for c in captions)
     app.segmented_control(key="model").set_value("Fast INT8").run()
     assert not app.exception and not app.error
+
+
+def test_a_model_with_overlapping_patches_is_named_so_and_has_no_grid_run(
+    monkeypatch, tmp_path, tiny_models_dir
+):
+    for name in ("vit-fast.onnx", "vit-large.onnx", "grid_results.csv"):
+        (tmp_path / name).write_bytes((tiny_models_dir / name).read_bytes())
+    manifest = json.loads((tiny_models_dir / "manifest.json").read_text())
+    fast = manifest["models"]["Fast"]
+    fast["config"] = {**fast["config"], "patch_overlap": 2}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("VIT_DIGITS_MODELS_DIR", str(tmp_path))
+    app = open_tab(run_app(), "Grid search")
+    captions = [caption.value for caption in app.sidebar.caption]
+    assert any("4×4 patches read through 8×8 kernels on a 7×7 grid" in c for c in captions)
+    shipped, runs = grid_tables(app)
+    assert shipped["architecture"][0].endswith("MLP ×2, 8×8 patch kernels")
+    assert "Fast" not in set(runs["served"])  # the grid's 4x4 run of its size is not Fast
+    assert "Large" in set(runs["served"])
 
 
 def test_grid_search_tab_without_results_shows_a_note(monkeypatch, tmp_path, tiny_models_dir):

@@ -162,3 +162,11 @@ def test_the_cls_only_last_block_gives_what_the_full_block_gives(n_layers: int) 
     for full, cls_only in zip(attentions, cls_attentions, strict=True):
         torch.testing.assert_close(cls_only, MultiHeadSelfAttention.cls_attention(full, 7))
     torch.testing.assert_close(rollout, attention_rollout(attentions, 7))
+
+
+def test_a_config_records_its_patch_overlap_only_where_it_has_one() -> None:
+    # states and checkpoints saved before the field existed must still match a plain config
+    assert "patch_overlap" not in ViTConfig().to_dict()
+    overlapped = ViTConfig(patch_overlap=2)
+    assert overlapped.to_dict()["patch_overlap"] == 2
+    assert ViTConfig(**overlapped.to_dict()) == overlapped

@@ -15,7 +15,7 @@ import custom_modules.grid.robust
 import grid_search_mnist
 from custom_modules.grid.grid_file import run_id
 from custom_modules.grid.results_table import FIELDS
-from custom_modules.grid.shipping import improved_on_start
+from custom_modules.grid.shipping import ShippedModel, improved_on_start
 from custom_modules.serving.manifest import load_manifest_json, read_manifest
 from custom_modules.serving.model import OnnxViT
 from custom_modules.training.checkpoints import load_checkpoint
@@ -486,3 +486,13 @@ def test_interpolation_mixes_the_weights_and_keeps_the_clean_accuracy() -> None:
     mixed, record = choose_interpolation(start, tuned, FakeCheck(), given_alpha=0.75)
     assert (record["alpha"], record["alpha_by_clean_rule"]) == (0.75, 0.25)
     assert float(mixed.head.bias[0].detach()) == pytest.approx(0.25 * 0.99 + 0.75 * 0.9868)
+
+
+def test_a_manifest_entry_keeps_its_patch_overlap_through_a_reexport(tmp_path) -> None:
+    config = {"emb_dim": 16, "num_heads": 2, "n_layers": 1, "mlp_ratio": 2, "patch_overlap": 2}
+    numbers = {"params": 1, "val_accuracy": 0.9, "onnx_p50_us": 1.0, "torch_p50_us": 1.0}
+    tests = {f"test_{m}": 0.9 for m in ("accuracy", "precision", "recall", "f1")}
+    entry = {"file": "a.onnx", "checkpoint": "a.pt", "config": config, "bench_threads": 1}
+    entry |= numbers | tests | {"command": "python grid_search_mnist.py --robust"}
+    shipped = ShippedModel.from_entry(entry, tmp_path)  # as --reexport-shipped reads it
+    assert shipped.manifest_entry("a.onnx", "a.pt", 1)["config"] == config

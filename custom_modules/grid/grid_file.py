@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sklearn.model_selection import ParameterGrid
 
-from custom_modules.contract import CONFIG_KEYS
+from custom_modules.contract import CONFIG_KEYS, PATCH_OVERLAP_KEY
 
 
 class GridError(ValueError):
@@ -59,5 +59,9 @@ def describe(config: dict[str, int]) -> str:
 
 
 def config_of(row: dict) -> dict[str, int]:
-    """The configuration of a results row or manifest entry (values may be strings)."""
-    return {key: int(row[key]) for key in CONFIG_KEYS}
+    """The configuration of a results row or manifest entry (values may be strings), with its
+    patch overlap where it has one."""
+    overlap = int(row.get(PATCH_OVERLAP_KEY) or 0)
+    return {key: int(row[key]) for key in CONFIG_KEYS} | (
+        {PATCH_OVERLAP_KEY: overlap} if overlap else {}
+    )

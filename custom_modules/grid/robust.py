@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from custom_modules.contract import CONFIG_KEYS, PATCH_OVERLAP_KEY
 from custom_modules.export.calibrate import Calibration, ValidationInputs, calibrate
 from custom_modules.export.onnx_export import export_onnx
+from custom_modules.grid.grid_file import config_of
 from custom_modules.grid.shipping import ShippedModel, followed_by, read_shipped, ship_models
 from custom_modules.serving.calibration import expected_calibration_error, negative_log_likelihood
 from custom_modules.serving.manifest import load_manifest_json, write_manifest
@@ -177,7 +177,7 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
         models[name] = ShippedModel(
             onnx_path=onnx_path,
             checkpoint_path=checkpoint,
-            config=manifest_config(model.config),
+            config=config_of(model.config.to_dict()),
             params=model.num_parameters(),
             val_accuracy=round(val["accuracy"], 5),
             test_metrics={k: round(test[k], 5) for k in ("accuracy", "precision", "recall", "f1")},
@@ -191,13 +191,6 @@ def robust_models(job: RobustJob, data: DataSplits) -> dict[str, ShippedModel]:
             teacher=teacher_record,
         )
     return models
-
-
-def manifest_config(config: ViTConfig) -> dict[str, int]:
-    """The configuration as the manifest records it: the grid's keys, and the patch overlap
-    where there is one."""
-    fields = {key: getattr(config, key) for key in CONFIG_KEYS}
-    return fields | ({PATCH_OVERLAP_KEY: config.patch_overlap} if config.patch_overlap else {})
 
 
 def _configuration(job: RobustJob, entry: dict) -> ViTConfig:
