@@ -91,8 +91,9 @@ def test_onnx_vit_declines_below_its_rule_and_applies_its_temperature(tmp_path: 
     x = preprocess_image(a_seven())
     plain = OnnxViT(ROOT / "models" / "vit-fast.onnx")
     logits = plain.predict_logits(x)
-    top = float(softmax(logits).max())
-    hot = OnnxViT(plain.path, temperature=3.0, decline_below=top + 1e-3)
+    hot_top = float(softmax(logits / 3.0).max())  # the top probability the rule reads
+    assert hot_top < 1.0
+    hot = OnnxViT(plain.path, temperature=3.0, decline_below=(hot_top + 1.0) / 2)
     classification = hot.classify(x)
     np.testing.assert_allclose(classification.probabilities, softmax(logits / 3.0), rtol=1e-5)
     assert classification.declined.tolist() == [True]
