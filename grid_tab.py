@@ -87,11 +87,12 @@ def shipped_config_rows(results: pd.DataFrame, manifest: Manifest) -> pd.Series:
 
 
 def architecture(config: dict[str, int]) -> str:
-    kernel = patch_kernel_size(config.get(PATCH_OVERLAP_KEY, 0))
-    overlap = f", {kernel}×{kernel} patch kernels" if config.get(PATCH_OVERLAP_KEY) else ""
+    overlap = config.get(PATCH_OVERLAP_KEY, 0)
+    kernel = patch_kernel_size(overlap)
+    kernels = f", {kernel}×{kernel} patch kernels" if overlap else ""
     return (
         f"{config['n_layers']} blocks × {config['num_heads']} heads, "
-        f"embedding {config['emb_dim']}, MLP ×{config['mlp_ratio']}{overlap}"
+        f"embedding {config['emb_dim']}, MLP ×{config['mlp_ratio']}{kernels}"
     )
 
 

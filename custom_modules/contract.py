@@ -27,6 +27,15 @@ CONFIG_KEYS = ("emb_dim", "num_heads", "n_layers", "mlp_ratio")
 PATCH_OVERLAP_KEY = "patch_overlap"
 
 
+def config_of(row: dict) -> dict[str, int]:
+    """The configuration of a results row or manifest entry (values may be strings), with its
+    patch overlap where it has one."""
+    overlap = int(row.get(PATCH_OVERLAP_KEY) or 0)
+    return {key: int(row[key]) for key in CONFIG_KEYS} | (
+        {PATCH_OVERLAP_KEY: overlap} if overlap else {}
+    )
+
+
 def patch_kernel_size(overlap: int) -> int:
     """The side of a patch kernel that reads `overlap` pixels beyond its patch on every side."""
     return PATCH_SIZE + 2 * overlap

@@ -11,8 +11,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from custom_modules.contract import config_of
 from custom_modules.export.latency import onnx_latencies_interleaved
-from custom_modules.grid.grid_file import GridError, config_of, load_grid, run_id
+from custom_modules.grid.grid_file import GridError, load_grid, run_id
 from custom_modules.grid.halving import promoted, rung_dir, rung_epochs, survivors_after
 from custom_modules.grid.local import run_locally
 from custom_modules.grid.progress import GridProgress

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from sklearn.model_selection import ParameterGrid
 
-from custom_modules.contract import CONFIG_KEYS, PATCH_OVERLAP_KEY
+from custom_modules.contract import CONFIG_KEYS
 
 
 class GridError(ValueError):
@@ -56,12 +56,3 @@ def describe(config: dict[str, int]) -> str:
     """A configuration for messages: `vit-e64-h4-l2-m2 (emb_dim=64, num_heads=4, ...)`."""
     params = ", ".join(f"{key}={config[key]}" for key in CONFIG_KEYS)
     return f"{run_id(config)} ({params})"
-
-
-def config_of(row: dict) -> dict[str, int]:
-    """The configuration of a results row or manifest entry (values may be strings), with its
-    patch overlap where it has one."""
-    overlap = int(row.get(PATCH_OVERLAP_KEY) or 0)
-    return {key: int(row[key]) for key in CONFIG_KEYS} | (
-        {PATCH_OVERLAP_KEY: overlap} if overlap else {}
-    )

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from custom_modules.contract import config_of
 from custom_modules.export.calibrate import Calibration, ValidationInputs, calibrate
 from custom_modules.export.onnx_export import export_onnx
-from custom_modules.grid.grid_file import config_of
 from custom_modules.grid.shipping import ShippedModel, followed_by, read_shipped, ship_models
 from custom_modules.serving.calibration import expected_calibration_error, negative_log_likelihood
 from custom_modules.serving.manifest import load_manifest_json, write_manifest

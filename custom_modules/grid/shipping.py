@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from custom_modules.atomic_file import replaced_atomically
-from custom_modules.contract import INPUT_NAME
+from custom_modules.contract import INPUT_NAME, config_of
 from custom_modules.export.latency import random_pixels, time_interleaved, torch_threads
 from custom_modules.export.onnx_export import ExportedViT, export_onnx
 from custom_modules.export.variants import onnx_accuracy, onnx_predictions, quantize_int8
-from custom_modules.grid.grid_file import config_of
 from custom_modules.serving.manifest import load_manifest_json, manifest_path, write_manifest
 from custom_modules.serving.model import onnx_session
 from custom_modules.training.checkpoints import load_checkpoint

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from custom_modules.atomic_file import replaced_atomically
-from custom_modules.contract import CONFIG_KEYS, PATCH_OVERLAP_KEY
+from custom_modules.contract import CONFIG_KEYS, PATCH_OVERLAP_KEY, config_of
 from custom_modules.messages import one_line
 from custom_modules.serving.errors import ModelFileError, model_file_error
 
@@ -145,8 +145,7 @@ def _model_info(path: Path, name: str, entry: object) -> ModelInfo:
     return ModelInfo(
         name=name,
         path=path.parent / file,
-        config={key: int(config[key]) for key in CONFIG_KEYS}
-        | ({PATCH_OVERLAP_KEY: int(overlap)} if overlap else {}),
+        config=config_of(config),
         command=entry["command"],
         checkpoint=None if checkpoint is None else path.parent / checkpoint,
         int8_of=int8_of if isinstance(int8_of, str) else None,

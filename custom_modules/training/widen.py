@@ -48,8 +48,7 @@ def overlapped_patches(model: VisionTransformer, overlap: int) -> VisionTransfor
     wide = VisionTransformer(replace(model.config, patch_overlap=overlap))
     weights = model.state_dict()
     kernel = weights["patch_embed.proj.weight"]  # (D, C, k, k)
-    weights["patch_embed.proj.weight"] = F.pad(
-        kernel, (grow, grow, grow, grow)
-    )  # (D, C, k+2g, k+2g)
+    grown = F.pad(kernel, (grow, grow, grow, grow))  # (D, C, k+2g, k+2g), zeros around
+    weights["patch_embed.proj.weight"] = grown
     wide.load_state_dict(weights)
     return wide.train(model.training)
